@@ -1,0 +1,27 @@
+# `make demo` and `make test` work on a fresh machine: they create .venv and install kiln first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.kiln-installed
+JOBS   ?= 2
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+test: $(STAMP)
+	$(BIN)/python -m ruff check kiln tests benchmarks examples
+	$(BIN)/python -m pytest -q -n $(JOBS) --durations=10
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/gemm.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

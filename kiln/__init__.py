@@ -1,0 +1,23 @@
+"""kiln: a model compiler on top of Apache TVM.
+
+    import kiln, numpy as np
+    from kiln import ops
+    g = kiln.Graph("mlp")
+    x = g.input("x", (4, 64), "float32")
+    g.output(ops.relu(ops.dense(x, np.random.randn(32, 64).astype("float32"))))
+    lib = kiln.compile(g, target="x86")
+    (y,) = lib(x=np.ones((4, 64), "float32"))
+"""
+
+from kiln.codegen.library import Library, load
+from kiln.compiler import compile, compile_stages, to_graph
+from kiln.errors import InputError, InternalError, KilnError, KnobError, ModelError
+from kiln.frontend import builder as ops
+from kiln.frontend import nn
+from kiln.ir import DType, Graph, TensorType, Value, run_reference
+
+__version__ = "0.1.0"
+
+__all__ = ["DType", "Graph", "InputError", "InternalError", "KilnError", "KnobError", "Library",
+           "ModelError", "TensorType", "Value", "compile", "compile_stages", "load", "nn", "ops",
+           "run_reference", "to_graph"]

@@ -1,0 +1,1 @@
+"""Codegen: lower fused groups to scheduled PrimFuncs, assemble Relax, build, run."""

@@ -1,0 +1,126 @@
+"""A compiled model at run time: load, check inputs, run, benchmark, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from kiln.errors import InputError, KilnError
+from kiln.codegen.assemble import META_FUNC
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.dtype}{list(self.shape)}"
+
+
+class Library:
+    """A compiled kiln model.
+
+    ``lib(x=array)`` or ``lib(array)`` runs it and returns the outputs, in graph-output order,
+    as NumPy arrays. ``lib.export(path)`` writes a shared library that ``kiln.load`` (or the
+    plain TVM runtime) loads again.
+    """
+
+    def __init__(self, module: Any, compilation: Any = None) -> None:
+        self._module = module                    # relax Executable, or a loaded runtime Module
+        self._device = tvm.cpu()
+        self._vm = relax.VirtualMachine(module, self._device)
+        meta = json.loads(bytes(self._vm[META_FUNC]().numpy()).decode())
+        self.name: str = meta["name"]
+        self.inputs = [TensorSpec(d["name"], tuple(d["shape"]), d["dtype"]) for d in meta["inputs"]]
+        self.outputs = [TensorSpec(d["name"], tuple(d["shape"]), d["dtype"])
+                        for d in meta["outputs"]]
+        self.compilation = compilation           # the stages, when compiled in this process
+
+    def __repr__(self) -> str:
+        return (f"Library({self.name}: ({', '.join(map(str, self.inputs))}) -> "
+                f"({', '.join(map(str, self.outputs))}))")
+
+    def _arguments(self, args: tuple, kwargs: Mapping[str, Any]) -> list[tvm.runtime.Tensor]:
+        if len(args) > len(self.inputs):
+            raise InputError(f"{self.name} takes {len(self.inputs)} input(s), got {len(args)}")
+        feeds = dict(zip((s.name for s in self.inputs), args, strict=False))
+        for k, v in kwargs.items():
+            if k in feeds:
+                raise InputError(f"input {k!r} given twice")
+            feeds[k] = v
+        names = [s.name for s in self.inputs]
+        unknown = [k for k in feeds if k not in names]
+        missing = [n for n in names if n not in feeds]
+        if unknown or missing:
+            parts = ([f"unknown input(s) {', '.join(map(repr, unknown))}"] if unknown else []) + \
+                    ([f"missing input(s) {', '.join(map(repr, missing))}"] if missing else [])
+            raise InputError("; ".join(parts) + f"; {self.name} takes "
+                             + ", ".join(map(str, self.inputs)))
+        out = []
+        for spec in self.inputs:
+            arr = feeds[spec.name]
+            if not isinstance(arr, np.ndarray):
+                arr = np.asarray(arr)
+            if arr.dtype != np.dtype(spec.dtype):
+                raise InputError(f"input {spec.name!r}: expected dtype {spec.dtype}, "
+                                 f"got {arr.dtype}")
+            if arr.shape != spec.shape:
+                raise InputError(f"input {spec.name!r}: expected shape {list(spec.shape)}, "
+                                 f"got {list(arr.shape)}")
+            out.append(tvm.runtime.tensor(np.ascontiguousarray(arr), self._device))
+        return out
+
+    def __call__(self, *args: Any, **kwargs: Any) -> list[np.ndarray]:
+        result = self._vm["main"](*self._arguments(args, kwargs))
+        if len(self.outputs) == 1:
+            return [result.numpy()]
+        return [result[i].numpy() for i in range(len(self.outputs))]
+
+    def benchmark(self, *args: Any, number: int = 10, repeat: int = 20,
+                  **kwargs: Any) -> list[float]:
+        """Per-run latencies in seconds: ``repeat`` medians, each over ``number`` runs."""
+        tensors = self._arguments(args, kwargs)
+        self._vm["main"](*tensors)               # warm-up: first-touch allocation, thread pool
+        timer = self._vm.time_evaluator("main", self._device, number=number, repeat=repeat)
+        return list(timer(*tensors).results)
+
+    def export(self, path: str | os.PathLike) -> Path:
+        """Write the model as a shared library (``.so``) that ``kiln.load`` reads back."""
+        path = Path(path)
+        if path.suffix != ".so":
+            raise KilnError(f"export path {str(path)!r} must end in .so")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._module.export_library(str(path))
+        return path
+
+
+def load(path: str | os.PathLike) -> Library:
+    """Load a library written by ``Library.export`` (or ``kiln compile``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise KilnError(f"no such library: {path}")
+    try:
+        module = tvm.runtime.load_module(str(path))
+    except Exception as e:   # TVM raises its own error types for bad files
+        raise KilnError(f"{path} is not a loadable library: {str(e).splitlines()[0]}") from None
+    try:
+        return Library(module)
+    except Exception as e:
+        raise KilnError(f"{path} is not a kiln library (no {META_FUNC}): "
+                        f"{str(e).splitlines()[0]}") from None
+
+
+def median_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1e3
+

@@ -1,0 +1,55 @@
+"""``kiln.compile``: any supported model in, a runnable ``Library`` out."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from kiln.codegen.library import Library
+from kiln.codegen.pipeline import Compilation, build, lower_graph
+from kiln.errors import KilnError
+from kiln.ir.graph import Graph
+from kiln.ir.specialize import specialize
+from kiln.target import Target
+
+Model = Graph | str | os.PathLike
+
+
+def to_graph(model: object, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Graph:
+    """A kiln ``Graph`` from a Graph, an ONNX path or an ``onnx.ModelProto``, with
+    ``input_shapes`` fixing the dims the model leaves symbolic."""
+    if isinstance(model, Graph):
+        g = model
+    elif isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.is_file():
+            raise KilnError(f"no such model file: {path}")
+        if path.suffix.lower() != ".onnx":
+            raise KilnError(f"{path}: kiln reads ONNX models (.onnx)")
+        from kiln.frontend.onnx import import_onnx
+        g = import_onnx(path)
+    elif type(model).__name__ == "ModelProto":
+        from kiln.frontend.onnx import import_onnx
+        g = import_onnx(model)
+    else:
+        raise KilnError(f"cannot compile a {type(model).__name__}: pass a kiln.Graph, "
+                        "an ONNX file path or an onnx.ModelProto")
+    return specialize(g, input_shapes) if input_shapes else g
+
+
+def compile_stages(model: object, target: str | Target = "x86",
+                   input_shapes: Mapping[str, Sequence[int]] | None = None) -> Compilation:
+    """Every stage of compiling ``model``, before code generation (for ``kiln inspect``)."""
+    return lower_graph(to_graph(model, input_shapes), target)
+
+
+def compile(model: object, target: str | Target = "x86",  # noqa: A001
+            input_shapes: Mapping[str, Sequence[int]] | None = None) -> Library:
+    """Compile ``model`` for ``target`` ("x86", "x86-avx2", "x86-avx512").
+
+    ``model`` is a ``kiln.Graph``, a path to an ONNX file or an ``onnx.ModelProto``;
+    ``input_shapes`` maps input names to shapes and fixes dims the model leaves symbolic.
+    """
+    c = build(compile_stages(model, target, input_shapes))
+    return Library(c.executable, compilation=c)

@@ -1,0 +1,28 @@
+"""kiln's error hierarchy (after Halide's Error.h): whose fault it is decides the class.
+
+- ``ModelError``: the model (graph or ONNX file) is malformed or uses what kiln does not support.
+- ``InputError``: run-time inputs do not match what the compiled library expects.
+- ``KnobError``: a schedule knob is invalid for this shape or target; the tuner skips such configs.
+- ``InternalError``: a broken invariant inside kiln (a kiln bug, not the user's).
+All derive from ``KilnError``; the CLI turns any ``KilnError`` into one line and exit status 2.
+"""
+
+
+class KilnError(Exception):
+    """Base class of every error kiln raises on purpose."""
+
+
+class ModelError(KilnError):
+    """The model is malformed or uses an op, attribute or shape kiln does not support."""
+
+
+class InputError(KilnError):
+    """Inputs given to a compiled library do not match its signature."""
+
+
+class KnobError(KilnError):
+    """A schedule knob value does not fit the shape or target it is applied to."""
+
+
+class InternalError(KilnError):
+    """An invariant inside kiln is broken: please report it as a bug."""

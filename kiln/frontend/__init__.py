@@ -1,0 +1,1 @@
+"""Frontends: the Python builder (``builder``, exported as ``kiln.ops``), nn modules, ONNX."""

@@ -1,0 +1,156 @@
+"""The functional graph-building API, exported as ``kiln.ops``.
+
+    g = kiln.Graph("mlp")
+    x = g.input("x", (1, 128, 256), "float32")
+    y = ops.gelu(ops.add(ops.matmul(x, w), b))   # w, b: NumPy arrays become constants
+    g.output(y)
+
+Every function takes ``Value``s of one graph; NumPy arrays and Python scalars are turned into
+constants of that graph (scalars take the dtype of the tensor operand).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from kiln.errors import ModelError
+from kiln.ir.graph import Graph, Value
+
+Operand = Value | np.ndarray | float | int | bool
+
+
+def _graph_of(*xs: Operand) -> Graph:
+    for x in xs:
+        if isinstance(x, Value):
+            return x.graph
+    raise ModelError("at least one operand must be a graph Value (from graph.input(...))")
+
+
+def _lift(g: Graph, x: Operand, like: Value | None = None, name: str = "const") -> Value:
+    if isinstance(x, Value):
+        return x
+    if isinstance(x, (int, float, bool)) and like is not None:
+        return g.constant(np.array(x, dtype=like.dtype.np), name=name)
+    return g.constant(x, name=name)
+
+
+def _apply(op: str, *xs: Operand, **attrs) -> Value:
+    g = _graph_of(*xs)
+    like = next(x for x in xs if isinstance(x, Value))
+    outs = g.add(op, [_lift(g, x, like) for x in xs], **attrs)
+    return outs[0]
+
+
+# -- elementwise --------------------------------------------------------------------------------
+def add(a: Operand, b: Operand) -> Value: return _apply("add", a, b)
+def sub(a: Operand, b: Operand) -> Value: return _apply("sub", a, b)
+def mul(a: Operand, b: Operand) -> Value: return _apply("mul", a, b)
+def div(a: Operand, b: Operand) -> Value: return _apply("div", a, b)
+def pow(a: Operand, b: Operand) -> Value: return _apply("pow", a, b)  # noqa: A001
+def maximum(a: Operand, b: Operand) -> Value: return _apply("maximum", a, b)
+def minimum(a: Operand, b: Operand) -> Value: return _apply("minimum", a, b)
+def equal(a: Operand, b: Operand) -> Value: return _apply("equal", a, b)
+def less(a: Operand, b: Operand) -> Value: return _apply("less", a, b)
+def greater(a: Operand, b: Operand) -> Value: return _apply("greater", a, b)
+def relu(x: Value) -> Value: return _apply("relu", x)
+def neg(x: Value) -> Value: return _apply("neg", x)
+def abs(x: Value) -> Value: return _apply("abs", x)  # noqa: A001
+def exp(x: Value) -> Value: return _apply("exp", x)
+def log(x: Value) -> Value: return _apply("log", x)
+def sqrt(x: Value) -> Value: return _apply("sqrt", x)
+def rsqrt(x: Value) -> Value: return _apply("rsqrt", x)
+def reciprocal(x: Value) -> Value: return _apply("reciprocal", x)
+def tanh(x: Value) -> Value: return _apply("tanh", x)
+def sigmoid(x: Value) -> Value: return _apply("sigmoid", x)
+def erf(x: Value) -> Value: return _apply("erf", x)
+
+
+def gelu(x: Value, approximate: str = "none") -> Value:
+    """GELU; ``approximate="tanh"`` selects the tanh form."""
+    return _apply("gelu", x, approximate=approximate)
+
+
+def cast(x: Value, dtype: object) -> Value:
+    return _apply("cast", x, dtype=dtype)
+
+
+def where(cond: Value, a: Operand, b: Operand) -> Value:
+    g = _graph_of(cond, a, b)
+    like = next((x for x in (a, b) if isinstance(x, Value)), None)
+    return g.add("where", [_lift(g, cond), _lift(g, a, like), _lift(g, b, like)])[0]
+
+
+# -- GEMM ---------------------------------------------------------------------------------------
+def matmul(a: Operand, b: Operand) -> Value:
+    """``a @ b`` with NumPy semantics for batch dims (both operands rank >= 2)."""
+    return _apply("matmul", a, b)
+
+
+def dense(x: Value, w: Operand) -> Value:
+    """``x @ w.T`` with ``w`` of shape [N, K] (PyTorch's Linear weight layout)."""
+    return _apply("dense", x, w)
+
+
+# -- data movement ------------------------------------------------------------------------------
+def reshape(x: Value, shape: Sequence[int | str]) -> Value:
+    return _apply("reshape", x, shape=tuple(shape))
+
+
+def transpose(x: Value, perm: Sequence[int] | None = None) -> Value:
+    perm = tuple(reversed(range(x.type.rank))) if perm is None else tuple(perm)
+    return _apply("transpose", x, perm=perm)
+
+
+def concat(xs: Sequence[Value], axis: int) -> Value:
+    return _apply("concat", *xs, axis=axis)
+
+
+def split(x: Value, sizes: int | Sequence[int], axis: int = 0) -> list[Value]:
+    """Split into ``sizes`` equal parts (an int) or parts of the given sizes."""
+    if isinstance(sizes, int):
+        dim = x.shape[axis]
+        if not isinstance(dim, int) or sizes <= 0 or dim % sizes:
+            raise ModelError(f"cannot split dim {dim} into {sizes} equal parts")
+        sizes = [dim // sizes] * sizes
+    return x.graph.add("split", [x], axis=axis, sizes=tuple(sizes))
+
+
+def slice(x: Value, starts: Sequence[int], ends: Sequence[int],  # noqa: A001
+          axes: Sequence[int] | None = None, steps: Sequence[int] | None = None) -> Value:
+    axes = tuple(range(len(starts))) if axes is None else tuple(axes)
+    return _apply("slice", x, axes=axes, starts=tuple(starts), ends=tuple(ends),
+                  steps=None if steps is None else tuple(steps))
+
+
+def gather(x: Operand, indices: Operand, axis: int = 0) -> Value:
+    """``np.take(x, indices, axis)``; an embedding lookup when ``x`` is a weight table."""
+    g = _graph_of(x, indices)
+    return g.add("gather", [_lift(g, x), _lift(g, indices)], axis=axis)[0]
+
+
+# -- reductions ---------------------------------------------------------------------------------
+def _axes(axes: int | Sequence[int] | None) -> tuple[int, ...] | None:
+    return (axes,) if isinstance(axes, int) else (None if axes is None else tuple(axes))
+
+
+def sum(x: Value, axes: int | Sequence[int] | None = None, keepdims: bool = False) -> Value:  # noqa: A001
+    return _apply("reduce_sum", x, axes=_axes(axes), keepdims=keepdims)
+
+
+def mean(x: Value, axes: int | Sequence[int] | None = None, keepdims: bool = False) -> Value:
+    return _apply("reduce_mean", x, axes=_axes(axes), keepdims=keepdims)
+
+
+def max(x: Value, axes: int | Sequence[int] | None = None, keepdims: bool = False) -> Value:  # noqa: A001
+    return _apply("reduce_max", x, axes=_axes(axes), keepdims=keepdims)
+
+
+def softmax(x: Value, axis: int = -1) -> Value:
+    return _apply("softmax", x, axis=axis)
+
+
+def layer_norm(x: Value, gamma: Operand, beta: Operand, axis: int = -1,
+               epsilon: float = 1e-5) -> Value:
+    return _apply("layer_norm", x, gamma, beta, axis=axis, epsilon=epsilon)

@@ -1,0 +1,67 @@
+"""The reference interpreter: runs any graph node by node with each op's NumPy reference.
+
+It is the oracle every kernel, pass and compiled library is tested against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from kiln.errors import InputError, ModelError
+from kiln.ir.graph import Graph
+
+
+def check_inputs(g: Graph, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Validate names, dtypes and (non-symbolic) dims; errors name the input."""
+    expected = {v.name: v for v in g.inputs}
+    unknown = sorted(set(inputs) - set(expected))
+    missing = [n for n in expected if n not in inputs]
+    if unknown or missing:
+        parts = []
+        if missing:
+            parts.append("missing input(s) " + ", ".join(repr(n) for n in missing))
+        if unknown:
+            parts.append("unknown input(s) " + ", ".join(repr(n) for n in unknown))
+        raise InputError("; ".join(parts) + f" (expected {', '.join(map(repr, expected))})")
+    out = {}
+    symbols: dict[str, int] = {}
+    for name, v in expected.items():
+        arr = np.asarray(inputs[name])
+        if arr.dtype != v.dtype.np:
+            raise InputError(f"input {name!r}: expected dtype {v.dtype}, got {arr.dtype}")
+        if arr.ndim != v.type.rank:
+            raise InputError(f"input {name!r}: expected shape {list(v.shape)}, "
+                             f"got {list(arr.shape)}")
+        for want, got in zip(v.shape, arr.shape, strict=True):
+            if isinstance(want, str):
+                if symbols.setdefault(want, got) != got:
+                    raise InputError(f"input {name!r}: dim {want!r} is {got} here but "
+                                     f"{symbols[want]} in another input")
+            elif want != got:
+                raise InputError(f"input {name!r}: expected shape {list(v.shape)}, "
+                                 f"got {list(arr.shape)}")
+        out[name] = arr
+    return out
+
+
+def run_reference(g: Graph, inputs: Mapping[str, np.ndarray] | None = None,
+                  **kwargs: np.ndarray) -> list[np.ndarray]:
+    """Run ``g`` with NumPy; returns the outputs in graph-output order."""
+    feeds = check_inputs(g, {**(inputs or {}), **kwargs})
+    env: dict[int, np.ndarray] = {id(v): feeds[v.name] for v in g.inputs}
+
+    def get(v) -> np.ndarray:
+        if v.is_constant:
+            return v.data
+        return env[id(v)]
+
+    for n in g.nodes:
+        try:
+            results = n.op.run_reference(n.attrs, [get(v) for v in n.inputs])
+        except ModelError as e:
+            raise ModelError(f"node {n.name} ({n.op.name}): {e}") from None
+        for o, r in zip(n.outputs, results, strict=True):
+            env[id(o)] = r
+    return [get(v) for v in g.outputs]

@@ -1,0 +1,24 @@
+"""Graph passes, in the order ``optimize`` runs them."""
+
+from __future__ import annotations
+
+from kiln.ir.graph import Graph
+from kiln.ir.passes.dce import eliminate_dead_code
+from kiln.ir.passes.fold import fold_constants
+from kiln.ir.passes.fuse import FusedGraph, Group, fuse_groups
+from kiln.ir.verify import verify
+
+
+def optimize(g: Graph) -> Graph:
+    """Verify, fold constants, then drop dead code (folding can kill the nodes that fed it).
+    Returns a new graph; ``g`` is not modified."""
+    verify(g)
+    g = g.copy()
+    fold_constants(g)
+    eliminate_dead_code(g)
+    verify(g)
+    return g
+
+
+__all__ = ["FusedGraph", "Group", "eliminate_dead_code", "fold_constants", "fuse_groups",
+           "optimize"]

@@ -1,0 +1,24 @@
+"""Constant folding: a node whose inputs are all constants is run once, with its reference."""
+
+from __future__ import annotations
+
+from kiln.ir.graph import Graph, Value
+
+
+def fold_constants(g: Graph, max_bytes: int = 64 << 20) -> int:
+    """Replace nodes with all-constant inputs by constants, in place. Results larger than
+    ``max_bytes`` stay computed at run time. Returns the number of nodes folded."""
+    kept, folded = [], 0
+    for n in g.nodes:
+        if not n.inputs or not all(v.is_constant for v in n.inputs):
+            kept.append(n)
+            continue
+        results = n.op.run_reference(n.attrs, [v.data for v in n.inputs])
+        if sum(r.nbytes for r in results) > max_bytes:
+            kept.append(n)
+            continue
+        for out, arr in zip(n.outputs, results, strict=True):
+            g.replace_uses(out, Value(g, out.name, out.type, data=arr))
+        folded += 1
+    g.nodes = kept
+    return folded

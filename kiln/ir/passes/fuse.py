@@ -1,0 +1,216 @@
+"""Fusion by pattern kind: partition the graph's nodes into groups, one kernel each.
+
+Rules, applied greedily in topological order:
+- An elementwise or broadcast node joins the group of one of its producers when that group
+  takes an epilogue: a GEMM (out-fusable) or reduction group whose single output it alone
+  reads, at the same shape; or an elementwise/injective group (any fan-out).
+- An injective node (reshape, transpose, ...) joins an elementwise/injective producer group.
+- A reduction absorbs, as its prologue, an elementwise group whose only output it alone reads.
+- Nothing joins a group it is also reachable from through another group (that would be a cycle).
+Run after constant folding and dead-code elimination: constants are group inputs, never nodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kiln.ir.graph import Graph, Node, Value
+from kiln.ir.ops.registry import Pattern
+from kiln.ir.printer import format_constant, format_node
+
+_CHAIN = (Pattern.ELEMENTWISE, Pattern.BROADCAST, Pattern.INJECTIVE)
+_POINTWISE = (Pattern.ELEMENTWISE, Pattern.BROADCAST)
+
+
+@dataclass
+class Group:
+    """A fused group: its nodes in topological order, the values it reads from outside
+    (graph inputs, constants, other groups' outputs) and the values it produces for others."""
+
+    name: str
+    nodes: list[Node]
+    anchor: Node | None                      # the GEMM or reduction, if any
+    inputs: list[Value] = field(default_factory=list)
+    outputs: list[Value] = field(default_factory=list)
+
+    @property
+    def kind(self) -> Pattern:
+        if self.anchor is not None:
+            return self.anchor.op.pattern
+        pats = {n.op.pattern for n in self.nodes}
+        for p in (Pattern.INJECTIVE, Pattern.BROADCAST):
+            if p in pats:
+                return p
+        return Pattern.ELEMENTWISE
+
+    def __str__(self) -> str:
+        ins = ", ".join(f"%{v.name}" for v in self.inputs)
+        outs = ", ".join(f"%{v.name}" for v in self.outputs)
+        lines = [f"group {self.name} [{self.kind}] ({ins}) -> ({outs}) {{"]
+        lines += ["  " + format_node(n) for n in self.nodes]
+        return "\n".join(lines + ["}"])
+
+
+@dataclass
+class FusedGraph:
+    """The graph partitioned into groups, in an order that respects dependencies."""
+
+    graph: Graph
+    groups: list[Group]
+
+    def group(self, name: str) -> Group:
+        for grp in self.groups:
+            if grp.name == name:
+                return grp
+        from kiln.errors import ModelError
+        raise ModelError(f"no group named {name!r}; groups: "
+                         + ", ".join(grp.name for grp in self.groups))
+
+    def __str__(self) -> str:
+        g = self.graph
+        params = ", ".join(f"%{v.name}: {v.type}" for v in g.inputs)
+        lines = [f"fused graph {g.name}({params}) {{"]
+        lines += ["  " + format_constant(c) for c in g.constants()]
+        for grp in self.groups:
+            lines += ["  " + line for line in str(grp).splitlines()]
+        lines.append("  return " + ", ".join(f"%{v.name}" for v in g.outputs))
+        return "\n".join(lines + ["}"])
+
+
+class _Partition:
+    def __init__(self, g: Graph) -> None:
+        self.g = g
+        self.uses = g.consumers()
+        self.graph_outputs = {id(v) for v in g.outputs}
+        self.group_of: dict[int, list[Node]] = {}     # node id -> its group's node list
+        self.anchor: dict[int, Node | None] = {}      # id(group list) -> anchor
+
+    def single_use(self, v: Value) -> bool:
+        return len(self.uses.get(id(v), [])) == 1 and id(v) not in self.graph_outputs
+
+    def reaches(self, v: Value, members: list[Node]) -> bool:
+        """Does ``v`` depend on any node of ``members``?"""
+        member_ids = {id(n) for n in members}
+        stack, seen = [v], set()
+        while stack:
+            cur = stack.pop()
+            p = cur.producer
+            if p is None or id(p) in seen:
+                continue
+            seen.add(id(p))
+            if id(p) in member_ids:
+                return True
+            stack.extend(p.inputs)
+        return False
+
+    def can_join(self, n: Node, via: Value, members: list[Node]) -> bool:
+        anchor = self.anchor[id(members)]
+        pat = n.op.pattern
+        if anchor is not None:
+            # an epilogue: only pointwise, only on the group's single tip, same shape
+            if pat not in _POINTWISE or not self.single_use(via) or via is not members[-1].outputs[-1]:
+                return False
+            if n.outputs[0].shape != via.shape:
+                return False
+        elif pat not in _CHAIN:
+            return False
+        others = [v for v in n.inputs if v is not via and not v.is_constant
+                  and (v.producer is None or id(v.producer) not in {id(m) for m in members})]
+        return not any(self.reaches(v, members) for v in others)
+
+    def run(self) -> list[list[Node]]:
+        order: list[list[Node]] = []
+        for n in self.g.nodes:
+            target = None
+            if n.op.pattern in _CHAIN:
+                for v in n.inputs:
+                    if v.producer is None or v.is_constant:
+                        continue
+                    members = self.group_of[id(v.producer)]
+                    if self.can_join(n, v, members):
+                        target = members
+                        break
+            if target is None:
+                target = []
+                self.anchor[id(target)] = n if n.op.pattern in (
+                    Pattern.OUT_FUSABLE, Pattern.REDUCTION, Pattern.OPAQUE) else None
+                order.append(target)
+                if n.op.pattern is Pattern.REDUCTION:
+                    self.absorb_prologue(n, target, order)
+            target.append(n)
+            self.group_of[id(n)] = target
+        return _sort_groups([m for m in order if m])
+
+    def absorb_prologue(self, n: Node, target: list[Node], order: list[list[Node]]) -> None:
+        for v in n.inputs:
+            if v.producer is None or v.is_constant or not self.single_use(v):
+                continue
+            members = self.group_of[id(v.producer)]
+            if self.anchor[id(members)] is not None or members is target:
+                continue
+            if any(m.op.pattern not in _POINTWISE for m in members):
+                continue
+            outs = [o for m in members for o in m.outputs
+                    if id(o) in self.graph_outputs
+                    or any(id(c) not in {id(x) for x in members}
+                           for c in self.uses.get(id(o), []))]
+            if outs != [v]:
+                continue
+            target.extend(members)
+            for m in members:
+                self.group_of[id(m)] = target
+            order.remove(members)
+
+
+def _sort_groups(groups: list[list[Node]]) -> list[list[Node]]:
+    """Order groups so that producers come first (a group can grow after later groups
+    were started, so creation order is not enough); stable otherwise."""
+    owner = {id(n): i for i, members in enumerate(groups) for n in members}
+    deps = [{owner[id(v.producer)] for n in members for v in n.inputs
+             if v.producer is not None and owner[id(v.producer)] != i}
+            for i, members in enumerate(groups)]
+    done: set[int] = set()
+    out: list[list[Node]] = []
+    while len(out) < len(groups):
+        ready = next(i for i in range(len(groups)) if i not in done and deps[i] <= done)
+        done.add(ready)
+        out.append(groups[ready])
+    return out
+
+
+def _op_names(nodes: list[Node], anchor: Node | None, limit: int = 4) -> str:
+    names = [n.op.name for n in nodes]
+    if anchor is not None:   # the anchor first: "dense_add_gelu", "softmax_mul"
+        i = nodes.index(anchor)
+        names = [anchor.op.name] + names[i + 1:] + names[:i]
+    out: list[str] = []
+    for nm in names:
+        if nm not in out:
+            out.append(nm)
+    return "_".join(out[:limit])
+
+
+def fuse_groups(g: Graph) -> FusedGraph:
+    """Partition ``g`` into fused groups (see the module docstring for the rules)."""
+    part = _Partition(g)
+    groups: list[Group] = []
+    used: set[str] = set()
+    uses = part.uses
+    outs = {id(v) for v in g.outputs}
+    for members in part.run():
+        anchor = part.anchor[id(members)]
+        ids = {id(m) for m in members}
+        base = "fused_" + _op_names(members, anchor)
+        name, k = base, 1
+        while name in used:
+            name, k = f"{base}_{k}", k + 1
+        used.add(name)
+        ins: list[Value] = []
+        for m in members:
+            for v in m.inputs:
+                if (v.producer is None or id(v.producer) not in ids) and all(v is not x for x in ins):
+                    ins.append(v)
+        group_outs = [o for m in members for o in m.outputs
+                      if id(o) in outs or any(id(c) not in ids for c in uses.get(id(o), []))]
+        groups.append(Group(name, members, anchor, ins, group_outs))
+    return FusedGraph(g, groups)

@@ -1,0 +1,10 @@
+"""TE definitions of kiln's ops: the math only, no splits and no target checks.
+
+``COMPUTE[op_name](node, *inputs) -> te.Tensor | tuple[te.Tensor, ...]`` where ``node`` is a
+``NodeInfo`` (attributes, output types, a block name) and inputs are ``te.Tensor``s.
+"""
+
+from kiln.schedules.compute import elementwise, matmul, movement, reduce  # noqa: F401
+from kiln.schedules.compute.registry import COMPUTE, NodeInfo
+
+__all__ = ["COMPUTE", "NodeInfo"]

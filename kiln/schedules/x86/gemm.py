@@ -1,0 +1,98 @@
+"""The x86 GEMM template: register tile, cache tile, packed weight, fused epilogue.
+
+    C[b, m, n] = sum_k A[b, m, k] * B[b, k, n]      (B is often a weight, packed at compile time)
+
+The loop nest it produces (one parallel task per (b, mt, nt)):
+
+    parallel for b, mt, nt:               # mc x nc block of C; its K x nc panel of B stays in L2
+      for mo, no:                         # one mr x nr register tile of C
+        acc[mr, nr] = 0                   # in vector registers
+        for ko: for ki (unrolled):        # the whole K reduces in registers
+          for mi (unrolled):              # mr rows: broadcast A[m, k], FMA into nr / lanes vectors
+            acc[mi, :] += A[m, k] * B[k, n : n + nr]   (vectorised)
+        C[tile] = epilogue(acc)           # bias, GELU, residual... applied once, stored once
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm import s_tir
+
+from kiln.errors import KnobError
+from kiln.schedules.x86.common import block_name, extent, inline_pointwise, output_blocks
+from kiln.target import Isa
+
+
+@dataclass(frozen=True)
+class CpuGemmKnobs:
+    """Tile sizes: ``mr`` x ``nr`` register tile, ``mc`` x ``nc`` cache tile (one parallel
+    task), ``ku`` unrolled k steps."""
+
+    mr: int
+    nr: int
+    mc: int
+    nc: int
+    ku: int
+
+
+def default_gemm_knobs(m: int, n: int, k: int, isa: Isa) -> CpuGemmKnobs:
+    """Untuned defaults derived from the vector width and the problem size.
+
+    AVX-512: an 8 x 32 tile is 16 zmm accumulators + 2 of B + 1 broadcast of A = 19 of 32
+    registers; AVX2: 6 x 16 is 12 ymm + 2 + 1 = 15 of 16. 16 / 12 independent FMA chains
+    cover the FMA latency (4 cycles) x issue width (2 per cycle).
+    """
+    lanes = isa.lanes("float32")
+    nr = 2 * lanes if n > lanes else lanes
+    mr = min(8 if isa is Isa.AVX512 else 6, m)
+    mc = mr * max(1, min(64 // mr, -(-m // mr)))
+    nc = nr * max(1, min(4, -(-n // nr)))     # 4 panels of K x nr: 128 KiB at K = 256, in L2
+    ku = next(u for u in (8, 4, 2, 1) if k % u == 0)
+    return CpuGemmKnobs(mr=mr, nr=nr, mc=mc, nc=nc, ku=ku)
+
+
+def check_knobs(cfg: CpuGemmKnobs, isa: Isa) -> None:
+    lanes = isa.lanes("float32")
+    for name in ("mr", "nr", "mc", "nc", "ku"):
+        if getattr(cfg, name) < 1:
+            raise KnobError(f"gemm knob {name}={getattr(cfg, name)} must be >= 1")
+    if cfg.nr % lanes:
+        raise KnobError(f"gemm knob nr={cfg.nr} must be a multiple of the vector width {lanes}")
+    if cfg.mc % cfg.mr or cfg.nc % cfg.nr:
+        raise KnobError(f"gemm knobs: mc={cfg.mc} must be a multiple of mr={cfg.mr} and "
+                        f"nc={cfg.nc} a multiple of nr={cfg.nr}")
+    accumulators = cfg.mr * cfg.nr // lanes
+    if accumulators + cfg.nr // lanes + 1 > isa.vector_registers:
+        raise KnobError(f"gemm register tile {cfg.mr}x{cfg.nr} needs {accumulators} "
+                        f"accumulators: more than the {isa.vector_registers} vector registers")
+
+
+def schedule_gemm(sch: s_tir.Schedule, gemm: str, cfg: CpuGemmKnobs, isa: Isa) -> None:
+    """Schedule the kernel whose GEMM block is named ``gemm`` and whose other blocks are its
+    pointwise epilogue (see the module docstring for the loop nest)."""
+    check_knobs(cfg, isa)
+    out_names = {block_name(sch, b) for b in output_blocks(sch)}
+    inline_pointwise(sch, keep={gemm})          # the epilogue becomes one block, reading C
+    block = sch.get_sblock(gemm)
+    *batch, m, n, k = sch.get_loops(block)
+    mt, mo, mi = sch.split(m, [None, cfg.mc // cfg.mr, cfg.mr])
+    nt, no, ni = sch.split(n, [None, cfg.nc // cfg.nr, cfg.nr])
+    ko, ki = sch.split(k, [None, cfg.ku])
+    sch.reorder(*batch, mt, nt, mo, no, ko, ki, mi, ni)
+    sch.parallel(sch.fuse(*batch, mt, nt))      # tasks write disjoint C tiles: no locks
+    sch.unroll(ki)
+    sch.unroll(mi)
+    sch.vectorize(ni)
+    # Accumulate the tile in registers; the epilogue reads them directly and stores C once.
+    write_back = sch.cache_write(block, 0, "local")
+    if gemm in out_names:
+        out = write_back
+    else:
+        sch.compute_inline(write_back)
+        (out,) = output_blocks(sch)
+    sch.reverse_compute_at(out, no)
+    inner = sch.get_loops(out)[-1]
+    if extent(sch, inner) > 1:
+        sch.vectorize(inner)
+    sch.decompose_reduction(block, ko)          # zero the accumulators once, before the k loop

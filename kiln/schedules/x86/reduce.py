@@ -1,0 +1,106 @@
+"""x86 templates for reduction groups: softmax, layer_norm, reduce_* and their fused
+prologues and epilogues.
+
+Row reductions (the reduced axes are the trailing ones) get one parallel task per row::
+
+    parallel for row:
+      cached[:] = prologue(x[row, :])               # kept only if several passes read it
+      partial[0:lanes] = reduce(cached[k : k + lanes] for k)   # vectorised (rfactor)
+      stat = reduce(partial[0:lanes])               # max, sum; then mean, 1/std...
+      y[row, :] = epilogue(cached[:], stat)         # vectorised
+
+Other reductions run with the innermost output axis vectorised and the outermost parallel.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir
+
+from kiln.schedules.x86.common import (
+    MIN_PARALLEL_ELEMS,
+    block_name,
+    blocks,
+    extent,
+    inline_pointwise,
+    is_reduction,
+    output_blocks,
+    schedule_pointwise,
+)
+
+
+def _rfactor_lanes(sch: s_tir.Schedule, block, lanes: int) -> str | None:
+    """Split the innermost reduce loop into ``width`` partial results (``rfactor``) so the
+    reduction runs on vectors. Returns the partial block's name, or ``None`` when no vector
+    width divides the loop (an imperfect split is never used: rfactor would read past the row).
+    """
+    r = sch.get_loops(block)[-1]
+    n = extent(sch, r)
+    width = next((w for w in (lanes, lanes // 2, lanes // 4) if w > 1 and n % w == 0
+                  and n >= 2 * w), None)
+    if width is None:
+        return None
+    _, ri = sch.split(r, [None, width])
+    return block_name(sch, sch.rfactor(ri, 0))
+
+
+def _vectorize_last(sch: s_tir.Schedule, loop, lanes: int) -> None:
+    if extent(sch, loop) > 1:
+        _, vi = sch.split(loop, [None, lanes])
+        sch.vectorize(vi)
+
+
+def schedule_row_reduction(sch: s_tir.Schedule, row_rank: int, lanes: int) -> None:
+    """Schedule a kernel whose output's first ``row_rank`` axes index independent rows and
+    whose reductions all run over the remaining (trailing) axes of a row."""
+    inline_pointwise(sch, only_single_use=True)
+    partials = {p for b in blocks(sch) if is_reduction(sch, b)
+                if (p := _rfactor_lanes(sch, b, lanes)) is not None}
+    (out,) = output_blocks(sch)
+    loops = sch.get_loops(out)
+    # when the output is itself the (cross-lane) reduction, its loops past the rows reduce
+    rows, inner = loops[:row_rank], ([] if is_reduction(sch, out) else loops[row_rank:])
+    total = 1
+    for lp in loops:
+        total *= extent(sch, lp)
+    if inner:
+        _vectorize_last(sch, sch.fuse(*inner) if len(inner) > 1 else inner[0], lanes)
+    row = None
+    if rows:
+        row = sch.fuse(*rows) if len(rows) > 1 else rows[0]
+        if extent(sch, row) > 1 and total >= MIN_PARALLEL_ELEMS:
+            sch.parallel(row)
+        for b in reversed(blocks(sch)[:-1]):   # consumers first, so each lands inside the row
+            sch.compute_at(b, row)
+    depth = 1 if row is not None else 0
+    for b in blocks(sch)[:-1]:
+        name = block_name(sch, b)
+        body = sch.get_loops(b)[depth:]
+        if name in partials:                 # [lanes, reduce...] -> reduce loops, then lanes
+            lane, *red = body
+            sch.reorder(*red, lane)
+            sch.vectorize(lane)
+            sch.decompose_reduction(b, red[0])
+        elif not is_reduction(sch, b) and body:   # a cached row
+            _vectorize_last(sch, sch.fuse(*body) if len(body) > 1 else body[0], lanes)
+
+
+def schedule_generic_reduction(sch: s_tir.Schedule, lanes: int) -> None:
+    """Reductions over leading or middle axes: each block on its own; a reduction block runs
+    its reduce loops outside the innermost output axis, which is vectorised, with the
+    outermost output axis in parallel."""
+    inline_pointwise(sch, only_single_use=True)
+    for b in blocks(sch):
+        if not is_reduction(sch, b):
+            schedule_pointwise(sch, b, lanes)
+            continue
+        kinds = [int(iv.iter_type) for iv in sch.get(b).iter_vars]
+        loops = sch.get_loops(b)
+        spatial = [lp for lp, t in zip(loops, kinds, strict=True) if t == 0]
+        reduce_ = [lp for lp, t in zip(loops, kinds, strict=True) if t == 2]
+        if not spatial:
+            continue
+        sch.reorder(*spatial[:-1], *reduce_, spatial[-1])
+        if len(spatial) > 1 and extent(sch, spatial[0]) > 1:
+            sch.parallel(spatial[0])
+        _vectorize_last(sch, spatial[-1], lanes)
+        sch.decompose_reduction(b, reduce_[0])

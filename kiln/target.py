@@ -1,0 +1,87 @@
+"""Named compile targets, mapped to TVM target dicts in this one place.
+
+Schedules read the ``Isa`` (vector width, register count); codegen reads ``tvm_target``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from functools import cache
+
+from kiln.errors import KilnError
+
+
+class Isa(Enum):
+    AVX2 = "avx2"        # 16 ymm registers of 256 bits
+    AVX512 = "avx512"    # 32 zmm registers of 512 bits
+
+    @property
+    def vector_bits(self) -> int:
+        return {Isa.AVX2: 256, Isa.AVX512: 512}[self]
+
+    @property
+    def vector_registers(self) -> int:
+        return {Isa.AVX2: 16, Isa.AVX512: 32}[self]
+
+    def lanes(self, dtype: str = "float32") -> int:
+        """Elements of ``dtype`` in one vector register."""
+        bits = 8 if dtype in ("bool", "int8", "uint8") else int("".join(c for c in dtype
+                                                                     if c.isdigit()))
+        return self.vector_bits // bits
+
+
+@dataclass(frozen=True)
+class Target:
+    """A kiln target: its name, its ISA class and the LLVM target TVM compiles for."""
+
+    name: str
+    isa: Isa
+    mcpu: str
+
+    @property
+    def tvm_target(self) -> dict:
+        return {"kind": "llvm", "mcpu": self.mcpu}
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.mcpu}, {self.isa.value})"
+
+
+@cache
+def host_target() -> Target:
+    """The machine kiln runs on: its CPU name and whether it has AVX-512."""
+    import tvm
+    from tvm.target import codegen
+
+    cpu = str(codegen.llvm_get_system_cpu())
+    feats = {str(f) for f in codegen.llvm_get_cpu_features(
+        tvm.target.Target({"kind": "llvm", "mcpu": cpu}))}
+    if "avx512f" in feats:
+        return Target("x86", Isa.AVX512, cpu)
+    if "avx2" in feats and "fma" in feats:
+        return Target("x86", Isa.AVX2, cpu)
+    raise KilnError(f"this CPU ({cpu}) has neither AVX2+FMA nor AVX-512; kiln's x86 schedules "
+                    "need one of them")
+
+
+FIXED_TARGETS = {
+    "x86-avx2": Target("x86-avx2", Isa.AVX2, "haswell"),
+    "x86-avx512": Target("x86-avx512", Isa.AVX512, "skylake-avx512"),
+}
+RESERVED = {"arm-neon": "the ARM NEON target", "arm-neon-dotprod": "the ARM NEON target",
+            "cuda": "the CUDA target"}
+TARGET_NAMES = ("x86", *FIXED_TARGETS)
+
+
+def get_target(name: str | Target) -> Target:
+    """Resolve a target name: "x86" (this CPU), "x86-avx2" or "x86-avx512"."""
+    if isinstance(name, Target):
+        return name
+    if name == "x86":
+        return host_target()
+    if name in FIXED_TARGETS:
+        return FIXED_TARGETS[name]
+    if name in RESERVED:
+        raise KilnError(f"target {name!r} ({RESERVED[name]}) is not available yet; "
+                        f"available targets: {', '.join(TARGET_NAMES)}")
+    raise KilnError(f"unknown target {name!r}; available targets: {', '.join(TARGET_NAMES)}")
