@@ -48,9 +48,12 @@ def _require_static(group: Group) -> None:
                              f"{format_shape(v.shape)}; give concrete sizes with input_shapes")
 
 
+GEMM_OPS = ("matmul", "dense")
+
+
 def _packable_weight(n: Node) -> np.ndarray | None:
     """The [K, N] weight of a GEMM node when it is a float32 2-D constant, else None."""
-    if n.op.name not in ("matmul", "dense"):
+    if n.op.name not in GEMM_OPS:
         return None
     w = n.inputs[1]
     if not w.is_constant or w.type.rank != 2 or w.dtype.value != "float32":
@@ -119,7 +122,7 @@ def lower_group(group: Group, target: Target, name: str | None = None) -> Kernel
     for n in group.nodes:
         info = NodeInfo(n.attrs, tuple(o.type for o in n.outputs), fresh(n.name))
         ins = [tensors.get(id(v)) for v in n.inputs]   # None: the packed weight
-        if n is anchor and n.op.pattern is Pattern.OUT_FUSABLE:
+        if n is anchor and n.op.name in GEMM_OPS:
             m_, n_, k_ = _gemm_sizes(n)
             knobs = x86.default_gemm_knobs(m_, n_, k_, isa)
             notes.append(f"gemm M={m_} N={n_} K={k_}: {knobs}")
@@ -135,7 +138,7 @@ def lower_group(group: Group, target: Target, name: str | None = None) -> Kernel
             if n.op.name not in COMPUTE:
                 raise ModelError(f"node {n.name}: op {n.op.name} has no TE compute yet")
             outs = COMPUTE[n.op.name](info, *ins)
-            if n is anchor and n.op.pattern is Pattern.OUT_FUSABLE:
+            if n is anchor and n.op.name in GEMM_OPS:
                 gemm_block = outs.op.name
         for o, t in zip(n.outputs, outs if isinstance(outs, tuple) else (outs,), strict=True):
             tensors[id(o)] = t
