@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,22 @@ from tvm import relax
 
 from kiln.errors import InputError, KilnError
 from kiln.codegen.assemble import META_FUNC
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """TVM 0.27's VM logs one "Warning: Scope Saving/Loaded" line per constant tensor when a
+    library is written or read; those lines carry no information, so hide the C++ side of
+    stderr for the duration (errors still arrive as Python exceptions)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 @dataclass(frozen=True)
@@ -101,7 +119,8 @@ class Library:
         if path.suffix != ".so":
             raise KilnError(f"export path {str(path)!r} must end in .so")
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._module.export_library(str(path))
+        with _quiet_native_stderr():
+            self._module.export_library(str(path))
         return path
 
 
@@ -111,14 +130,14 @@ def load(path: str | os.PathLike) -> Library:
     if not path.is_file():
         raise KilnError(f"no such library: {path}")
     try:
-        module = tvm.runtime.load_module(str(path))
+        with _quiet_native_stderr():
+            module = tvm.runtime.load_module(str(path))
+            lib = Library(module)
     except Exception as e:   # TVM raises its own error types for bad files
-        raise KilnError(f"{path} is not a loadable library: {str(e).splitlines()[0]}") from None
-    try:
-        return Library(module)
-    except Exception as e:
-        raise KilnError(f"{path} is not a kiln library (no {META_FUNC}): "
-                        f"{str(e).splitlines()[0]}") from None
+        raise KilnError(f"{path} is not a loadable kiln library: "
+                        f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+                        ) from None
+    return lib
 
 
 def median_ms(samples: list[float]) -> float:

@@ -55,12 +55,14 @@ def concat(n: NodeInfo, *xs: te.Tensor) -> te.Tensor:
         offsets.append(offsets[-1] + shape_of(x)[axis])
 
     def f(*i: Any) -> Any:
-        j = i[axis]
-        expr = None
-        for x, lo in reversed(list(zip(xs, offsets[:-1], strict=True))):
+        def read(x: te.Tensor, lo: int) -> Any:
             src = list(i)
-            src[axis] = j - lo
-            expr = x(*src) if expr is None else tirx.if_then_else(j >= lo, x(*src), expr)
+            src[axis] = i[axis] - lo
+            return x(*src)
+
+        expr = read(xs[0], 0)          # the last input's range is tested first (outermost)
+        for x, lo in zip(xs[1:], offsets[1:-1], strict=True):
+            expr = tirx.if_then_else(i[axis] >= lo, read(x, lo), expr)
         return expr
 
     return te.compute(n.shape, f, name=n.name)
@@ -69,13 +71,17 @@ def concat(n: NodeInfo, *xs: te.Tensor) -> te.Tensor:
 @compute("split")
 def split(n: NodeInfo, x: te.Tensor) -> tuple[te.Tensor, ...]:
     axis = normalize_axis(n.attrs.axis, len(shape_of(x)))
-    outs, lo = [], 0
-    for k, (t, size) in enumerate(zip(n.outs, n.attrs.sizes, strict=True)):
-        def f(*i: Any, lo: int = lo) -> Any:
+
+    def part(lo: int) -> Any:
+        def f(*i: Any) -> Any:
             src = list(i)
             src[axis] = i[axis] + lo
             return x(*src)
-        outs.append(te.compute(t.static_shape, f, name=f"{n.name}_{k}"))
+        return f
+
+    outs, lo = [], 0
+    for k, (t, size) in enumerate(zip(n.outs, n.attrs.sizes, strict=True)):
+        outs.append(te.compute(t.static_shape, part(lo), name=f"{n.name}_{k}"))
         lo += size
     return tuple(outs)
 
