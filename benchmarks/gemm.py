@@ -44,9 +44,9 @@ def bench(m: int, n: int, k: int, rounds: int) -> tuple[float, float]:
     t_np, t_kiln = [], []
     for _ in range(rounds):
         t_np.append(_time(lambda: a @ w))
-        time.sleep(0.05)                        # let the other engine's workers go idle
-        t_kiln.append(statistics.median(lib.benchmark(a=a, number=5, repeat=5)))
-        time.sleep(0.05)
+        time.sleep(0.1)                         # let the other engine's workers go idle
+        t_kiln.append(statistics.median(lib.benchmark({"a": a}, number=5, repeat=5)))
+        time.sleep(0.1)
     flop = 2.0 * m * n * k
     return flop / statistics.median(t_np) / 1e9, flop / statistics.median(t_kiln) / 1e9
 

@@ -12,8 +12,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import kiln  # noqa: E402
 from encoder import build_encoder  # noqa: E402
+
+import kiln  # noqa: E402
 from kiln.testing import relative_error  # noqa: E402
 
 
@@ -37,7 +38,7 @@ def main() -> None:
         print(f"max abs error / max abs output vs the NumPy reference: {err:.2e}")
         if err > 1e-4:
             sys.exit(f"demo FAILED: error {err:.2e} exceeds 1e-4")
-        samples = lib.benchmark(x=x, number=10, repeat=30)
+        samples = lib.benchmark({"x": x}, number=10, repeat=30)
         print(f"latency: median {np.median(samples) * 1e3:.3f} ms over {len(samples)} x 10 runs")
     print("demo OK")
 

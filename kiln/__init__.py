@@ -9,7 +9,7 @@
     (y,) = lib(x=np.ones((4, 64), "float32"))
 """
 
-from kiln.codegen.library import Library, load
+from kiln.codegen.library import Library, load, num_threads, set_num_threads
 from kiln.compiler import compile, compile_stages, to_graph
 from kiln.errors import InputError, InternalError, KilnError, KnobError, ModelError
 from kiln.frontend import builder as ops
@@ -19,5 +19,5 @@ from kiln.ir import DType, Graph, TensorType, Value, run_reference
 __version__ = "0.1.0"
 
 __all__ = ["DType", "Graph", "InputError", "InternalError", "KilnError", "KnobError", "Library",
-           "ModelError", "TensorType", "Value", "compile", "compile_stages", "load", "nn", "ops",
-           "run_reference", "to_graph"]
+           "ModelError", "TensorType", "Value", "compile", "compile_stages", "load", "nn",
+           "num_threads", "ops", "run_reference", "set_num_threads", "to_graph"]

@@ -7,7 +7,7 @@ import json
 import os
 import statistics
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +16,32 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from kiln.errors import InputError, KilnError
 from kiln.codegen.assemble import META_FUNC
+from kiln.errors import InputError, KilnError
+
+
+def use_all_cores() -> None:
+    """Give TVM's thread pool every core this process may run on, unless the user chose
+    (``TVM_NUM_THREADS``). TVM's default halves the CPU count on x86 to skip hyper-threads,
+    which on a 2-vCPU machine means one thread, with the main thread pinned to core 0. The pool
+    reads the variable once, when it starts, so this runs when kiln is imported."""
+    if "TVM_NUM_THREADS" not in os.environ:
+        os.environ["TVM_NUM_THREADS"] = str(len(os.sched_getaffinity(0)))
+
+
+use_all_cores()
+
+
+def set_num_threads(n: int) -> None:
+    """Run kiln libraries on ``n`` threads (at most the pool size: all cores by default)."""
+    if n < 1:
+        raise KilnError(f"num_threads must be >= 1, got {n}")
+    tvm.get_global_func("runtime.config_threadpool")(1, n)
+
+
+def num_threads() -> int:
+    """Threads kiln libraries run on in this thread."""
+    return int(tvm.runtime.num_threads())
 
 
 @contextlib.contextmanager
@@ -99,16 +123,20 @@ class Library:
             out.append(tvm.runtime.tensor(np.ascontiguousarray(arr), self._device))
         return out
 
-    def __call__(self, *args: Any, **kwargs: Any) -> list[np.ndarray]:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> list[np.ndarray]:
         result = self._vm["main"](*self._arguments(args, kwargs))
         if len(self.outputs) == 1:
             return [result.numpy()]
         return [result[i].numpy() for i in range(len(self.outputs))]
 
-    def benchmark(self, *args: Any, number: int = 10, repeat: int = 20,
-                  **kwargs: Any) -> list[float]:
-        """Per-run latencies in seconds: ``repeat`` medians, each over ``number`` runs."""
-        tensors = self._arguments(args, kwargs)
+    def benchmark(self, inputs: Mapping[str, Any] | Sequence[Any], number: int = 10,
+                  repeat: int = 20) -> list[float]:
+        """Per-run latencies in seconds: ``repeat`` means, each over ``number`` runs.
+        ``inputs`` maps input names to arrays, or lists them in input order."""
+        if isinstance(inputs, Mapping):
+            tensors = self._arguments((), inputs)
+        else:
+            tensors = self._arguments(tuple(inputs), {})
         self._vm["main"](*tensors)               # warm-up: first-touch allocation, thread pool
         timer = self._vm.time_evaluator("main", self._device, number=number, repeat=repeat)
         return list(timer(*tensors).results)

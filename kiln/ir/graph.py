@@ -20,11 +20,11 @@ from kiln.ir.types import Dim, TensorType
 class Value:
     """A tensor in a graph: a graph input, a constant (``data`` set) or a node output."""
 
-    def __init__(self, graph: Graph, name: str, type: TensorType,
+    def __init__(self, graph: Graph, name: str, ty: TensorType,
                  producer: Node | None = None, data: np.ndarray | None = None) -> None:
         self.graph = graph
         self.name = name
-        self.type = type
+        self.type = ty
         self.producer = producer
         self.data = data
 

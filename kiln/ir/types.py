@@ -19,7 +19,8 @@ class TensorType:
 
     def __post_init__(self) -> None:
         for d in self.shape:
-            if isinstance(d, bool) or not isinstance(d, int | str) or (isinstance(d, int) and d < 0):
+            bad_int = isinstance(d, int) and (isinstance(d, bool) or d < 0)
+            if bad_int or not isinstance(d, int | str):
                 raise ModelError(f"invalid dimension {d!r} in shape {self.shape}")
 
     @staticmethod

@@ -108,7 +108,8 @@ class _Partition:
         pat = n.op.pattern
         if anchor is not None:
             # an epilogue: only pointwise, only on the group's single tip, same shape
-            if pat not in _POINTWISE or not self.single_use(via) or via is not members[-1].outputs[-1]:
+            tip = members[-1].outputs[-1]
+            if pat not in _POINTWISE or not self.single_use(via) or via is not tip:
                 return False
             if n.outputs[0].shape != via.shape:
                 return False
@@ -208,7 +209,8 @@ def fuse_groups(g: Graph) -> FusedGraph:
         ins: list[Value] = []
         for m in members:
             for v in m.inputs:
-                if (v.producer is None or id(v.producer) not in ids) and all(v is not x for x in ins):
+                outside = v.producer is None or id(v.producer) not in ids
+                if outside and all(v is not x for x in ins):
                     ins.append(v)
         group_outs = [o for m in members for o in m.outputs
                       if id(o) in outs or any(id(c) not in ids for c in uses.get(id(o), []))]

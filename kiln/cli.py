@@ -1,0 +1,391 @@
+"""The ``kiln`` command line: compile a model, run a compiled library, print any compile stage.
+
+    kiln compile model.onnx -o model.so --input-shape input_ids=1,128
+    kiln run model.so --input input_ids=ids.npy --bench
+    kiln inspect model.onnx --stage tir --group fused_dense_add_gelu
+
+A model is an ONNX file or a Python file defining ``build() -> kiln.Graph``. A user error (any
+``KilnError``, a missing or unreadable file, a malformed argument) prints one line,
+``kiln: error: ...``, and exits with status 2; a traceback means a bug in kiln.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import re
+import sys
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+import tvm
+
+import kiln
+from kiln.codegen.library import Library, median_ms
+from kiln.codegen.lower import Kernel
+from kiln.errors import KilnError
+from kiln.ir.graph import Graph
+from kiln.target import TARGET_NAMES, get_target
+
+EXIT_USER_ERROR = 2
+STAGES = ("graph", "fused", "te", "tir", "llvm", "asm")
+
+
+class UsageError(KilnError):
+    """A mistake on the command line or in a file named on it."""
+
+
+# -- argument parsing ---------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """Raises instead of printing usage and exiting, so that a usage error ends like every
+    other user error: one line on stderr, status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _shape_arg(text: str) -> tuple[str, tuple[int, ...]]:
+    name, sep, dims = text.partition("=")
+    try:
+        shape = tuple(int(d) for d in dims.split(","))
+    except ValueError:
+        shape = ()
+    if not sep or not name or not shape or any(d <= 0 for d in shape):
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=D1,D2,... with positive integer dims, got {text!r}")
+    return name, shape
+
+
+def _input_arg(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=FILE.npy, got {text!r}")
+    return name, path
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL",
+                   help="an ONNX model (.onnx) or a Python file defining build() -> kiln.Graph")
+    p.add_argument("--target", default="x86",
+                   help=f"one of {', '.join(TARGET_NAMES)} (default: x86, this CPU)")
+    p.add_argument("--input-shape", action="append", type=_shape_arg, default=[],
+                   metavar="NAME=D1,D2,...",
+                   help="fix the shape of an input whose dims the model leaves symbolic "
+                        "(repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``kiln`` argument parser, with one subparser per command."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(prog="kiln", formatter_class=fmt,
+                     description="kiln, a model compiler on Apache TVM: compile a model (an "
+                                 ".onnx file, or a\n.py file defining build() -> kiln.Graph) to "
+                                 "a shared library, run it, or print\nany stage of its "
+                                 "compilation. Run 'kiln COMMAND --help' for its options.")
+    parser.add_argument("--version", action="version",
+                        version=f"kiln {kiln.__version__} (TVM {tvm.__version__})")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("compile", formatter_class=fmt, help="compile a model to a .so library",
+                       description="Compile MODEL for a target and write it as a shared "
+                                   "library that 'kiln run'\nand kiln.load() read.",
+                       epilog="example:\n  kiln compile bert.onnx -o bert.so "
+                              "--input-shape input_ids=1,128")
+    _add_model_args(p)
+    p.add_argument("-o", "--output", required=True, metavar="LIB.so",
+                   help="where to write the library")
+    p.set_defaults(run=_cmd_compile)
+
+    p = sub.add_parser("run", formatter_class=fmt, help="run a compiled library on .npy inputs",
+                       description="Run a library written by 'kiln compile' on inputs read "
+                                   "from .npy files and\nsummarize each output.",
+                       epilog="example:\n  kiln run bert.so --input input_ids=ids.npy "
+                              "--output-dir out/ --bench")
+    p.add_argument("library", metavar="LIB.so", help="a library written by 'kiln compile'")
+    p.add_argument("-i", "--input", action="append", type=_input_arg, default=[],
+                   metavar="NAME=FILE.npy", help="an input, read from a .npy file (repeatable)")
+    p.add_argument("--output-dir", metavar="DIR", help="write each output to DIR/NAME.npy")
+    p.add_argument("--bench", action="store_true",
+                   help="also time the model and print the median latency")
+    p.add_argument("--number", type=_positive_int, default=10, metavar="N",
+                   help="--bench: runs averaged per sample (default: 10)")
+    p.add_argument("--repeat", type=_positive_int, default=20, metavar="N",
+                   help="--bench: samples the median is taken over (default: 20)")
+    p.set_defaults(run=_cmd_run)
+
+    p = sub.add_parser("inspect", formatter_class=fmt, help="print one stage of compiling a model",
+                       description="Print one stage of compiling MODEL: the imported graph, "
+                                   "the fused groups,\neach kernel's TE (unscheduled) or "
+                                   "scheduled TIR, or each kernel's LLVM IR\nor assembly.",
+                       epilog="example:\n  kiln inspect bert.onnx --stage fused"
+                              "            # lists the group names\n"
+                              "  kiln inspect bert.onnx --stage asm --group fused_softmax")
+    _add_model_args(p)
+    p.add_argument("--stage", required=True, choices=STAGES, help="the stage to print")
+    p.add_argument("--group", metavar="NAME",
+                   help="print only this fused group / kernel (stages fused to asm)")
+    p.set_defaults(run=_cmd_inspect)
+    return parser
+
+
+# -- models and files ---------------------------------------------------------------------------
+def _input_shapes(pairs: Sequence[tuple[str, tuple[int, ...]]]) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, shape in pairs:
+        if name in shapes:
+            raise UsageError(f"--input-shape gives input {name!r} twice")
+        shapes[name] = shape
+    return shapes
+
+
+def _location(e: BaseException, path: Path) -> str:
+    """``"line N: "`` of the innermost frame in ``path`` that ``e`` passed through."""
+    lines = [f.lineno for f in traceback.extract_tb(e.__traceback__)
+             if Path(f.filename).resolve() == path.resolve()]
+    return f"line {lines[-1]}: " if lines else ""
+
+
+def graph_from_python(path: Path) -> Graph:
+    """Import the Python file ``path`` and return what its ``build()`` returns."""
+    module_name = "_kiln_model_" + re.sub(r"\W", "_", path.stem)
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"{path}: cannot import it as a Python file")
+    module = importlib.util.module_from_spec(spec)
+    # registered while it runs: dataclasses and pickling look the module up by name
+    sys.modules[module_name] = module
+    # like `python MODEL.py`: the model's own directory is importable, for its helper modules
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+        build = getattr(module, "build", None)
+        if not callable(build):
+            raise UsageError(f"{path} defines no build() function returning a kiln.Graph")
+        graph = build()
+    except (UsageError, OSError):
+        raise
+    except SyntaxError as e:
+        raise UsageError(f"{e.filename or path}: line {e.lineno}: SyntaxError: {e.msg}") from None
+    except Exception as e:   # the model file's own bug: say where, as one line
+        kind = "" if isinstance(e, KilnError) else f"{type(e).__name__}: "
+        raise UsageError(f"{path}: {_location(e, path)}{kind}{e}") from None
+    finally:
+        sys.path.remove(str(path.parent))
+        sys.modules.pop(module_name, None)
+    if not isinstance(graph, Graph):
+        raise UsageError(f"{path}: build() returned {type(graph).__name__}, not a kiln.Graph")
+    return graph
+
+
+def load_model(name: str) -> Graph | Path:
+    """What ``kiln.compile`` takes for the MODEL argument: a Graph from a .py, an .onnx path."""
+    path = Path(name)
+    if not path.exists():
+        raise UsageError(f"no such model file: {path}")
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory, not a model file")
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return path
+    if suffix == ".py":
+        return graph_from_python(path)
+    raise UsageError(f"{path}: expected an ONNX model (.onnx) or a Python file defining build() "
+                     "(.py)")
+
+
+def _load_npy(name: str) -> np.ndarray:
+    path = Path(name)
+    if not path.is_file():
+        raise UsageError(f"no such input file: {path}")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError):   # numpy's messages suggest unpickling: not for inputs
+        raise UsageError(f"{path} is not a .npy file holding an array") from None
+    if not isinstance(data, np.ndarray):
+        data.close()
+        raise UsageError(f"{path} is an .npz archive; save each input as its own .npy file")
+    return data
+
+
+def _probe_writable(path: Path) -> None:
+    """Fail now, with an OSError, if ``path`` cannot be written, rather than after compiling
+    (where the linker would report it as a compilation error)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    existed = path.exists()
+    with open(path, "ab"):
+        pass
+    if not existed:
+        path.unlink()
+
+
+def _file_name(name: str, taken: set[str]) -> str:
+    """A safe, unique file name for an output (ONNX names may hold '/' or ':')."""
+    base = re.sub(r"[^\w.-]", "_", name).lstrip(".") or "output"
+    out, k = base, 1
+    while out in taken:
+        out, k = f"{base}_{k}", k + 1
+    taken.add(out)
+    return out + ".npy"
+
+
+def _human_size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    return f"{n / 1024:.1f} KiB" if n < 1024**2 else f"{n / 1024**2:.1f} MiB"
+
+
+def summarize(name: str, arr: np.ndarray) -> str:
+    """One line for an output: its name, dtype, shape and value range."""
+    head = f"{name}: {arr.dtype}{list(arr.shape)}"
+    if arr.size == 0:
+        return f"{head}  (empty)"
+    if arr.dtype == np.bool_:
+        return f"{head}  true={int(arr.sum())}/{arr.size}"
+    values = arr.astype(np.float64)
+    finite = np.isfinite(values)
+    bad = "" if finite.all() else \
+        f"  nan={int(np.isnan(values).sum())} inf={int(np.isinf(values).sum())}"
+    if not finite.any():
+        return head + bad
+    values = values[finite]
+    return f"{head}  min={values.min():.6g} max={values.max():.6g} mean={values.mean():.6g}{bad}"
+
+
+# -- commands -----------------------------------------------------------------------------------
+def _cmd_compile(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    if out.suffix != ".so":
+        raise UsageError(f"-o {out}: the library name must end in .so")
+    target = get_target(args.target)
+    shapes = _input_shapes(args.input_shape)
+    model = load_model(args.model)
+    _probe_writable(out)
+    start = time.perf_counter()
+    lib = kiln.compile(model, target, shapes or None)
+    seconds = time.perf_counter() - start
+    lib.export(out)
+    n = len(lib.compilation.kernels)
+    print(f"wrote {out}: {_human_size(out.stat().st_size)}, {n} kernel{'s' * (n != 1)} "
+          f"for {target}, compiled in {seconds:.2f} s")
+    return 0
+
+
+def _positional(lib: Library, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray] | None:
+    """The feeds in input order, when they name exactly the library's inputs."""
+    names = [s.name for s in lib.inputs]
+    return [feeds[n] for n in names] if sorted(names) == sorted(feeds) else None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    lib = kiln.load(args.library)
+    feeds: dict[str, np.ndarray] = {}
+    for name, file in args.input:
+        if name in feeds:
+            raise UsageError(f"--input gives input {name!r} twice")
+        feeds[name] = _load_npy(file)
+    ordered = _positional(lib, feeds)
+    if ordered is None:
+        lib(**feeds)          # raises InputError naming the unknown and missing inputs
+        raise AssertionError("the library ran with mismatched input names")
+    outputs = lib(*ordered)   # positional: an input may be called "number" or "self"
+    for spec, arr in zip(lib.outputs, outputs, strict=True):
+        print(summarize(spec.name, arr))
+    if args.output_dir:
+        out_dir = Path(args.output_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        taken: set[str] = set()
+        for spec, arr in zip(lib.outputs, outputs, strict=True):
+            np.save(out_dir / _file_name(spec.name, taken), arr)
+        print(f"wrote {len(outputs)} output(s) to {out_dir}/")
+    if args.bench:
+        samples = lib.benchmark(ordered, number=args.number, repeat=args.repeat)
+        print(f"latency: {median_ms(samples):.4g} ms median over {args.number * args.repeat} "
+              f"runs ({args.repeat} samples of {args.number})")
+    return 0
+
+
+def _kernel_source(kernel: Kernel, target: tvm.target.Target,
+                   fmt: str) -> str:
+    mod = tvm.compile(tvm.IRModule({kernel.name: kernel.func}), target=target).mod
+    return mod.inspect_source(fmt)
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    target = get_target(args.target)
+    shapes = _input_shapes(args.input_shape)
+    model = load_model(args.model)
+    if args.stage == "graph":
+        if args.group:
+            raise UsageError("--group applies to stages fused, te, tir, llvm and asm, not graph")
+        # not compile_stages: the graph stage works before symbolic dims are bound
+        print(kiln.to_graph(model, shapes or None))
+        return 0
+    c = kiln.compile_stages(model, target, shapes or None)
+    if args.stage == "fused":
+        print(c.fused.group(args.group) if args.group else c.fused)
+        return 0
+    kernels = [c.kernel(args.group)] if args.group else c.kernels
+    tvm_target = tvm.target.Target(c.target.tvm_target)
+    for i, k in enumerate(kernels):
+        if i:
+            print()
+        if args.stage == "te":
+            print(f"# kernel {k.name}, unscheduled")
+            print(k.te_func.script())
+        elif args.stage == "tir":
+            print(f"# kernel {k.name}: {'; '.join(k.notes) or 'no schedule notes'}")
+            print(k.func.script())
+        else:
+            comment = ";" if args.stage == "llvm" else "#"
+            print(f"{comment} kernel {k.name}")
+            print(_kernel_source(k, tvm_target, "ll" if args.stage == "llvm" else "asm"))
+    return 0
+
+
+# -- entry point --------------------------------------------------------------------------------
+def _fail(message: str, status: int = EXIT_USER_ERROR) -> int:
+    # one line, whatever the message: scripts and CI logs read the first line only
+    line = "; ".join(part.strip() for part in message.splitlines() if part.strip())
+    print(f"kiln: error: {line}", file=sys.stderr)
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as e:   # --help and --version end through argparse's exit()
+            return e.code if isinstance(e.code, int) else 0
+        return args.run(args)
+    except KilnError as e:
+        return _fail(str(e) or type(e).__name__)
+    except BrokenPipeError:
+        # the reader went away (`kiln inspect ... | head`); keep the interpreter from
+        # reporting it again when it flushes stdout at exit
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 1
+    except OSError as e:
+        if e.filename is not None and e.strerror:
+            return _fail(f"{e.filename}: {e.strerror}")
+        return _fail(str(e) or type(e).__name__)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)

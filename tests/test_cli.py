@@ -1,0 +1,350 @@
+"""The ``kiln`` command line, as a subprocess (the real exit status and stderr) and in-process
+through ``kiln.cli.main`` (faster, for the many error paths)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import kiln
+from kiln.cli import main
+
+MODEL = '''\
+import numpy as np
+
+import kiln
+from kiln import ops
+
+
+def build() -> kiln.Graph:
+    rng = np.random.default_rng(0)
+    g = kiln.Graph("tiny")
+    x = g.input("x", ("batch", 32), "float32")
+    h = ops.dense(x, rng.standard_normal((16, 32)).astype("float32"))
+    h = ops.gelu(ops.add(h, rng.standard_normal(16).astype("float32")))
+    g.output(ops.softmax(h))
+    return g
+'''
+SHAPE = ["--input-shape", "x=4,32"]    # the model leaves the batch dim symbolic
+GROUPS = ("fused_dense_add_gelu", "fused_softmax")
+
+
+def cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kiln", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def call(capsys: pytest.CaptureFixture, *args: str | Path) -> tuple[int, str, str]:
+    status = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def assert_user_error(status: int, err: str, *needles: str) -> None:
+    assert status == 2, err
+    assert "Traceback" not in err
+    assert err.count("\n") == 1 and err.startswith("kiln: error: "), err
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("cli")
+    (d / "model.py").write_text(MODEL)
+    x = np.random.default_rng(1).standard_normal((4, 32)).astype(np.float32)
+    np.save(d / "x.npy", x)
+    np.save(d / "x64.npy", x.astype(np.float64))
+    np.save(d / "x_short.npy", x[:3])
+    (d / "junk.npy").write_text("not an array\n")
+    (d / "junk.so").write_text("not a library\n")
+    (d / "model.txt").write_text(MODEL)
+    return d
+
+
+@pytest.fixture(scope="module")
+def compiled(work: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    lib = work / "out" / "tiny.so"
+    return lib, cli("compile", work / "model.py", "-o", lib, *SHAPE)
+
+
+@pytest.fixture(scope="module")
+def library(compiled: tuple[Path, subprocess.CompletedProcess]) -> Path:
+    lib, proc = compiled
+    assert proc.returncode == 0, proc.stderr
+    return lib
+
+
+# -- help ---------------------------------------------------------------------------------------
+def test_top_level_help_as_module() -> None:
+    proc = cli("--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: kiln")
+    for command in ("compile", "run", "inspect"):
+        assert command in proc.stdout
+
+
+def test_console_script() -> None:
+    script = Path(sys.executable).parent / "kiln"
+    if not script.exists():
+        pytest.skip("kiln is not installed as a console script in this environment")
+    proc = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"kiln {kiln.__version__}")
+
+
+@pytest.mark.parametrize("command", ["compile", "run", "inspect"])
+def test_command_help(capsys: pytest.CaptureFixture, command: str) -> None:
+    status, out, _ = call(capsys, command, "--help")
+    assert status == 0
+    assert out.startswith(f"usage: kiln {command}")
+    assert "example:" in out
+
+
+# -- compile and run ----------------------------------------------------------------------------
+def test_compile_prints_one_summary_line(compiled: tuple[Path, subprocess.CompletedProcess]
+                                         ) -> None:
+    lib, proc = compiled
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert proc.stdout.count("\n") == 1
+    assert str(lib) in proc.stdout
+    assert "2 kernels" in proc.stdout
+    assert re.search(r"\d+(\.\d)? (B|KiB|MiB)", proc.stdout)
+    assert re.search(r"compiled in \d+\.\d\d s", proc.stdout)
+    assert lib.is_file()
+
+
+def test_run_matches_reference(work: Path, library: Path) -> None:
+    out_dir = work / "outputs"
+    proc = cli("run", library, "--input", f"x={work / 'x.npy'}", "--output-dir", out_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^softmax: float32\[4, 16\]  min=\S+ max=\S+ mean=0\.06\d*$",
+                     proc.stdout, re.M), proc.stdout
+    got = np.load(out_dir / "softmax.npy")
+    graph = runpy.run_path(str(work / "model.py"))["build"]()
+    (want,) = kiln.run_reference(graph, x=np.load(work / "x.npy"))
+    assert got.shape == want.shape == (4, 16)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+
+
+def test_run_bench_prints_latency(capsys: pytest.CaptureFixture, work: Path,
+                                  library: Path) -> None:
+    status, out, err = call(capsys, "run", library, "-i", f"x={work / 'x.npy'}", "--bench",
+                            "--number", "2", "--repeat", "3")
+    assert status == 0, err
+    assert "softmax: float32[4, 16]" in out
+    ms = re.search(r"^latency: (\S+) ms median over 6 runs", out, re.M)
+    assert ms is not None, out
+    assert float(ms.group(1)) > 0
+
+
+# -- inspect ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("stage", "pattern"), [
+    ("graph", r"graph tiny\(%x: f32\[4, 32\]\)"),
+    ("fused", r"group fused_dense_add_gelu \[out-fusable\]"),
+    ("te", r"T\.prim_func"),
+    ("tir", r"# kernel fused_dense_add_gelu: gemm M=4 N=16 K=32"),
+    ("llvm", r"define .*fused_softmax"),
+    ("asm", r"vfmadd\S*\s.*%ymm"),   # x86-avx2: FMA on 256-bit registers
+])
+def test_inspect_stage(capsys: pytest.CaptureFixture, work: Path, stage: str,
+                       pattern: str) -> None:
+    status, out, err = call(capsys, "inspect", work / "model.py", "--stage", stage,
+                            "--target", "x86-avx2", *SHAPE)
+    assert status == 0, err
+    assert re.search(pattern, out), out[:2000]
+    if stage not in ("graph", "fused"):
+        for group in GROUPS:   # every kernel, headed by its name
+            assert re.search(rf"^[#;] kernel {group}\b", out, re.M)
+
+
+def test_inspect_tir_is_scheduled(capsys: pytest.CaptureFixture, work: Path) -> None:
+    _, te, _ = call(capsys, "inspect", work / "model.py", "--stage", "te", *SHAPE)
+    _, tir, _ = call(capsys, "inspect", work / "model.py", "--stage", "tir", *SHAPE)
+    assert "sblock" in tir and "T.vectorized" in tir and "T.vectorized" not in te
+
+
+def test_inspect_graph_before_binding_shapes(capsys: pytest.CaptureFixture, work: Path) -> None:
+    status, out, err = call(capsys, "inspect", work / "model.py", "--stage", "graph")
+    assert status == 0, err
+    assert "%x: f32[batch, 32]" in out
+
+
+@pytest.mark.parametrize("stage", ["fused", "te", "tir", "llvm", "asm"])
+def test_inspect_one_group(capsys: pytest.CaptureFixture, work: Path, stage: str) -> None:
+    status, out, err = call(capsys, "inspect", work / "model.py", "--stage", stage,
+                            "--group", "fused_softmax", *SHAPE)
+    assert status == 0, err
+    assert "fused_softmax" in out
+    assert "fused_dense_add_gelu" not in out
+
+
+# -- the ONNX path, once the importer exists ----------------------------------------------------
+@pytest.mark.skipif(importlib.util.find_spec("kiln.frontend.onnx") is None,
+                    reason="kiln.frontend.onnx is not written yet")
+def test_compile_and_run_onnx(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(2).standard_normal((8, 5)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
+        "mm_relu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 5])],
+        [numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+              tmp_path / "m.onnx")
+    x = np.random.default_rng(3).standard_normal((3, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    proc = cli("compile", tmp_path / "m.onnx", "-o", tmp_path / "m.so")
+    assert proc.returncode == 0, proc.stderr
+    proc = cli("run", tmp_path / "m.so", "--input", f"x={tmp_path / 'x.npy'}",
+               "--output-dir", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), np.maximum(x @ w, 0), rtol=1e-4,
+                               atol=1e-6)
+
+
+# -- user errors: one line on stderr, status 2 --------------------------------------------------
+def test_errors_as_a_real_process(work: Path, library: Path) -> None:
+    cases = [
+        (["compile", work / "missing.onnx", "-o", work / "m.so"], "no such model file"),
+        (["compile", work / "model.py", "-o", work / "m.so", "--target", "cuda"],
+         "not available yet"),
+        (["run", library, "--input", f"x={work / 'x64.npy'}"], "input 'x'"),
+        (["frobnicate"], "invalid choice"),
+    ]
+    for args, needle in cases:
+        proc = cli(*args)
+        assert proc.stdout == ""
+        assert_user_error(proc.returncode, proc.stderr, needle)
+
+
+COMPILE_ERRORS = [
+    (["missing.onnx"], ["no such model file", "missing.onnx"]),
+    (["model.txt"], ["model.txt", "expected an ONNX model (.onnx) or a Python file"]),
+    (["model.py", "--target", "sparc"], ["unknown target 'sparc'", "x86-avx512"]),
+    (["model.py", "--target", "cuda"], ["target 'cuda'", "not available yet"]),
+    (["model.py", "--input-shape", "x=4,a"], ["--input-shape", "x=4,a"]),
+    (["model.py", "--input-shape", "x"], ["--input-shape"]),
+    (["model.py", "--input-shape", "x=4,32", "--input-shape", "x=4,32"], ["'x' twice"]),
+    (["model.py", "--input-shape", "y=4,32"], ["unknown input", "'y'"]),
+    (["model.py", "--input-shape", "x=4,32,1"], ["input 'x'", "rank"]),
+    (["model.py", "--bogus"], ["unrecognized arguments: --bogus"]),
+]
+
+
+@pytest.mark.parametrize(("args", "needles"), COMPILE_ERRORS)
+def test_compile_errors(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+                        work: Path, args: list[str], needles: list[str]) -> None:
+    monkeypatch.chdir(work)
+    status, _, err = call(capsys, "compile", *args, "-o", "never.so")
+    assert_user_error(status, err, *needles)
+    assert not (work / "never.so").exists()
+
+
+def test_compile_needs_output(capsys: pytest.CaptureFixture, work: Path) -> None:
+    status, _, err = call(capsys, "compile", work / "model.py")
+    assert_user_error(status, err, "required", "-o")
+    status, _, err = call(capsys, "compile", work / "model.py", "-o", work / "tiny.dll")
+    assert_user_error(status, err, "must end in .so")
+
+
+@pytest.mark.parametrize(("source", "needles"), [
+    ("def build(:\n", ["line 1", "SyntaxError"]),
+    ("x = 1\n", ["no build() function"]),
+    ("def build():\n    return 1 / 0\n", ["line 2", "ZeroDivisionError"]),
+    ("def build():\n    return 42\n", ["returned int, not a kiln.Graph"]),
+    ("import kiln\nfrom kiln import ops\ndef build():\n    g = kiln.Graph()\n"
+     "    return ops.dense(g.input('x', (2, 3)), g.input('w', (4, 5)))\n", ["line 5", "dense"]),
+])
+def test_bad_model_file(capsys: pytest.CaptureFixture, tmp_path: Path, source: str,
+                        needles: list[str]) -> None:
+    (tmp_path / "bad.py").write_text(source)
+    status, _, err = call(capsys, "inspect", tmp_path / "bad.py", "--stage", "graph")
+    assert_user_error(status, err, "bad.py", *needles)
+
+
+def test_model_file_with_dataclass_and_helper(capsys: pytest.CaptureFixture,
+                                              tmp_path: Path) -> None:
+    # a model file is imported like a script: dataclasses work, sibling modules import
+    (tmp_path / "helper.py").write_text("WIDTH = 8\n")
+    (tmp_path / "m.py").write_text(
+        "from __future__ import annotations\nimport dataclasses\nimport kiln\n"
+        "from kiln import ops\nfrom helper import WIDTH\n\n"
+        "@dataclasses.dataclass\nclass Config:\n    width: int = WIDTH\n\n"
+        "def build() -> kiln.Graph:\n    g = kiln.Graph('dc')\n"
+        "    g.output(ops.relu(g.input('x', (2, Config().width))))\n    return g\n")
+    status, out, err = call(capsys, "inspect", tmp_path / "m.py", "--stage", "graph")
+    assert status == 0, err
+    assert "%x: f32[2, 8]" in out
+
+
+@pytest.mark.parametrize(("inputs", "needles"), [
+    (["y=x.npy"], ["unknown input(s) 'y'", "missing input(s) 'x'"]),
+    ([], ["missing input(s) 'x'"]),
+    (["x=x_short.npy"], ["input 'x'", "shape [4, 32]", "[3, 32]"]),
+    (["x=x64.npy"], ["input 'x'", "dtype float32", "float64"]),
+    (["x=junk.npy"], ["junk.npy", "not a .npy file"]),
+    (["x=absent.npy"], ["no such input file"]),
+    (["x=x.npy", "x=x.npy"], ["'x' twice"]),
+    (["x"], ["--input", "NAME=FILE.npy"]),
+])
+def test_run_errors(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, work: Path,
+                    library: Path, inputs: list[str], needles: list[str]) -> None:
+    monkeypatch.chdir(work)
+    status, out, err = call(capsys, "run", library, *(a for i in inputs for a in ("-i", i)))
+    assert_user_error(status, err, *needles)
+    assert out == ""
+
+
+@pytest.mark.parametrize(("library", "needles"), [
+    ("absent.so", ["no such library"]),
+    ("junk.so", ["junk.so", "not a loadable"]),
+])
+def test_run_bad_library(capsys: pytest.CaptureFixture, work: Path, library: str,
+                         needles: list[str]) -> None:
+    status, _, err = call(capsys, "run", work / library, "--input", f"x={work / 'x.npy'}")
+    assert_user_error(status, err, *needles)
+
+
+def test_bench_needs_positive_counts(capsys: pytest.CaptureFixture, work: Path,
+                                    library: Path) -> None:
+    status, _, err = call(capsys, "run", library, "-i", f"x={work / 'x.npy'}", "--bench",
+                          "--repeat", "0")
+    assert_user_error(status, err, "--repeat")
+
+
+@pytest.mark.parametrize(("args", "needles"), [
+    (["--stage", "tir", "--group", "fused_nope"], ["fused_nope", *GROUPS]),
+    (["--stage", "fused", "--group", "fused_nope"], ["fused_nope", *GROUPS]),
+    (["--stage", "graph", "--group", GROUPS[0]], ["--group"]),
+    (["--stage", "bytecode"], ["invalid choice: 'bytecode'"]),
+    ([], ["required", "--stage"]),
+])
+def test_inspect_errors(capsys: pytest.CaptureFixture, work: Path, args: list[str],
+                        needles: list[str]) -> None:
+    status, _, err = call(capsys, "inspect", work / "model.py", *SHAPE, *args)
+    assert_user_error(status, err, *needles)
+
+
+def test_inspect_symbolic_model_needs_shapes(capsys: pytest.CaptureFixture, work: Path) -> None:
+    status, _, err = call(capsys, "inspect", work / "model.py", "--stage", "tir")
+    assert_user_error(status, err, "symbolic")
+
+
+@pytest.mark.parametrize(("args", "needles"), [
+    ([], ["required", "COMMAND"]),
+    (["frobnicate"], ["invalid choice: 'frobnicate'"]),
+])
+def test_bad_command(capsys: pytest.CaptureFixture, args: list[str], needles: list[str]) -> None:
+    status, _, err = call(capsys, *args)
+    assert_user_error(status, err, *needles)
