@@ -20,22 +20,20 @@ def to_graph(model: object, input_shapes: Mapping[str, Sequence[int]] | None = N
     """A kiln ``Graph`` from a Graph, an ONNX path or an ``onnx.ModelProto``, with
     ``input_shapes`` fixing the dims the model leaves symbolic."""
     if isinstance(model, Graph):
-        g = model
-    elif isinstance(model, (str, os.PathLike)):
+        return specialize(model, input_shapes) if input_shapes else model
+    if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if not path.is_file():
             raise KilnError(f"no such model file: {path}")
         if path.suffix.lower() != ".onnx":
             raise KilnError(f"{path}: kiln reads ONNX models (.onnx)")
-        from kiln.frontend.onnx import import_onnx
-        g = import_onnx(path)
-    elif type(model).__name__ == "ModelProto":
-        from kiln.frontend.onnx import import_onnx
-        g = import_onnx(model)
-    else:
+        model = path
+    elif type(model).__name__ != "ModelProto":
         raise KilnError(f"cannot compile a {type(model).__name__}: pass a kiln.Graph, "
                         "an ONNX file path or an onnx.ModelProto")
-    return specialize(g, input_shapes) if input_shapes else g
+    from kiln.frontend.onnx import import_onnx   # imports onnx only when a model needs it
+    # shapes go in before conversion, so shape computations in the model fold to constants
+    return import_onnx(model, input_shapes)
 
 
 def compile_stages(model: object, target: str | Target = "x86",

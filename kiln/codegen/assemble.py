@@ -27,6 +27,11 @@ def _tensor_type(v: Value) -> relax.TensorType:
     return relax.TensorType(v.type.static_shape, v.dtype.value)
 
 
+def _const(arr: np.ndarray) -> relax.Constant:
+    # the dtype must be explicit: relax.const narrows int64 to int32 and float64 to float32
+    return relax.const(arr, str(arr.dtype))
+
+
 def assemble(g: Graph, kernels: list[Kernel]) -> tvm.IRModule:
     bb = relax.BlockBuilder()
     gvars = {k.name: bb.add_func(k.func, k.name) for k in kernels}
@@ -35,8 +40,8 @@ def assemble(g: Graph, kernels: list[Kernel]) -> tvm.IRModule:
 
     def get(v: Value | np.ndarray) -> relax.Expr:
         if isinstance(v, np.ndarray):
-            return relax.const(v)
-        return relax.const(v.data) if v.is_constant else env[id(v)]
+            return _const(v)
+        return _const(v.data) if v.is_constant else env[id(v)]
 
     with bb.function("main", params):
         with bb.dataflow():

@@ -120,7 +120,9 @@ class Library:
             if arr.shape != spec.shape:
                 raise InputError(f"input {spec.name!r}: expected shape {list(spec.shape)}, "
                                  f"got {list(arr.shape)}")
-            out.append(tvm.runtime.tensor(np.ascontiguousarray(arr), self._device))
+            # np.ascontiguousarray would turn a 0-d array into a 1-d one
+            arr = arr if arr.flags.c_contiguous else arr.copy(order="C")
+            out.append(tvm.runtime.tensor(arr, self._device))
         return out
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> list[np.ndarray]:

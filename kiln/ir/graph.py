@@ -95,9 +95,10 @@ class Graph:
         return v
 
     def constant(self, data: object, name: str = "const", dtype: object | None = None) -> Value:
-        """A constant tensor (weights). ``data`` is copied into a NumPy array."""
+        """A constant tensor (weights). ``data`` is copied into a NumPy array; an array keeps
+        its dtype, Python numbers and lists of floats become float32."""
         arr = np.array(data, dtype=None if dtype is None else as_dtype(dtype).np)
-        if arr.dtype == np.float64 and dtype is None:
+        if arr.dtype == np.float64 and dtype is None and not isinstance(data, np.ndarray):
             arr = arr.astype(np.float32)   # Python floats become float32, the model default
         ty = TensorType.of(arr.shape, arr.dtype)
         return Value(self, self.unique_name(name), ty, data=arr)

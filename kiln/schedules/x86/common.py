@@ -55,6 +55,8 @@ def schedule_pointwise(sch: s_tir.Schedule, block, lanes: int) -> None:
     total = 1
     for lp in loops:
         total *= extent(sch, lp)
+    if total == 0:                  # an empty tensor: nothing to compute, nothing to split
+        return
     if extent(sch, loops[-1]) < lanes and len(loops) > 1:
         loops = [sch.fuse(*loops)]
     outer, (inner,) = loops[:-1], loops[-1:]

@@ -207,3 +207,18 @@ def test_graph_output_is_an_input_and_a_constant() -> None:
     x = g.input("x", (3, 4), "float32")
     g.output(ops.relu(x), x, g.constant(np.arange(4, dtype=np.float32)))
     assert_matches_reference(g)
+
+
+def test_int64_and_float64_constants_keep_their_dtype() -> None:
+    idx = np.array([2, 0, 1], np.int64)
+    g = graph_of(lambda x: ops.gather(x, idx), ((3, 5), "float32"))
+    assert_matches_reference(g)
+    g = graph_of(lambda x: ops.mul(ops.cast(x, "float64"), np.full(5, 1 / 3)), ((3, 5), "float32"))
+    assert_matches_reference(g, rtol=1e-12)
+
+
+def test_zero_dim_input_and_empty_result() -> None:
+    g = graph_of(ops.add, ((3, 5), "float32"), ((), "float32"))
+    assert_matches_reference(g, {"x0": np.ones((3, 5), np.float32), "x1": np.array(0.5, np.float32)})
+    g = graph_of(lambda x: ops.slice(x, [7], [9], axes=[1]), ((3, 5), "float32"))
+    assert assert_matches_reference(g)[0].shape == (3, 0)
