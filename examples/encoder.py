@@ -13,10 +13,9 @@ def build_encoder(layers: int = 2, hidden: int = 256, heads: int = 4, ffn: int =
     """``layers`` post-norm encoder layers on an input ``x`` of shape [batch, seq, hidden]."""
     rng = np.random.default_rng(seed)
     g = kiln.Graph("encoder")
-    y = x = g.input("x", (batch, seq, hidden), "float32")
-    for _ in range(layers):
-        y = nn.TransformerEncoderLayer(hidden, heads, ffn, rng=rng)(y)
-    del x
+    y = g.input("x", (batch, seq, hidden), "float32")
+    for i in range(layers):
+        y = nn.TransformerEncoderLayer(hidden, heads, ffn, rng=rng, name=f"layer{i}")(y)
     g.output(y)
     return g
 

@@ -28,7 +28,10 @@ def _uniform(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int) -> n
 
 
 class Module:
-    """Base class: subclasses implement ``forward(x: Value) -> Value``."""
+    """Base class: subclasses implement ``forward(x: Value) -> Value``. ``name`` prefixes the
+    names of the module's weights in the graph (``layer0.attn.q.weight``)."""
+
+    name: str = "module"
 
     def __call__(self, x: Value, *args: object, **kwargs: object) -> Value:
         return self.forward(x, *args, **kwargs)
@@ -36,14 +39,19 @@ class Module:
     def forward(self, x: Value) -> Value:
         raise NotImplementedError
 
+    def param(self, x: Value, data: np.ndarray, what: str) -> Value:
+        """``data`` as a constant of ``x``'s graph, named after this module."""
+        return x.graph.constant(data, name=f"{self.name}.{what}")
+
 
 class Linear(Module):
     """``y = x @ weight.T + bias`` with weight [out, in] (PyTorch layout)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  weight: np.ndarray | None = None, bias_value: np.ndarray | None = None,
-                 rng: np.random.Generator | None = None) -> None:
+                 rng: np.random.Generator | None = None, name: str = "linear") -> None:
         r = _rng(rng)
+        self.name = name
         self.weight = weight if weight is not None else _uniform(r, (out_features, in_features),
                                                                  in_features)
         if self.weight.shape != (out_features, in_features):
@@ -55,19 +63,21 @@ class Linear(Module):
                                                                            in_features)
 
     def forward(self, x: Value) -> Value:
-        y = ops.dense(x, self.weight)
-        return ops.add(y, self.bias) if self.bias is not None else y
+        y = ops.dense(x, self.param(x, self.weight, "weight"))
+        return ops.add(y, self.param(x, self.bias, "bias")) if self.bias is not None else y
 
 
 class LayerNorm(Module):
     def __init__(self, dim: int, eps: float = 1e-5, weight: np.ndarray | None = None,
-                 bias: np.ndarray | None = None) -> None:
+                 bias: np.ndarray | None = None, name: str = "norm") -> None:
+        self.name = name
         self.weight = weight if weight is not None else np.ones(dim, np.float32)
         self.bias = bias if bias is not None else np.zeros(dim, np.float32)
         self.eps = eps
 
     def forward(self, x: Value) -> Value:
-        return ops.layer_norm(x, self.weight, self.bias, axis=-1, epsilon=self.eps)
+        return ops.layer_norm(x, self.param(x, self.weight, "weight"),
+                              self.param(x, self.bias, "bias"), axis=-1, epsilon=self.eps)
 
 
 _ACTIVATIONS = {"gelu": ops.gelu, "relu": ops.relu, "tanh": ops.tanh, "sigmoid": ops.sigmoid}
@@ -77,12 +87,14 @@ class MLP(Module):
     """Linear layers of the given widths with an activation between them (not after the last)."""
 
     def __init__(self, dims: list[int], activation: str = "gelu",
-                 rng: np.random.Generator | None = None) -> None:
+                 rng: np.random.Generator | None = None, name: str = "mlp") -> None:
         if activation not in _ACTIVATIONS:
             raise ModelError(f"unknown activation {activation!r}; "
                              f"choose one of {sorted(_ACTIVATIONS)}")
         r = _rng(rng)
-        self.layers = [Linear(a, b, rng=r) for a, b in zip(dims[:-1], dims[1:], strict=True)]
+        self.name = name
+        self.layers = [Linear(a, b, rng=r, name=f"{name}.{i}")
+                       for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True))]
         self.act = _ACTIVATIONS[activation]
 
     def forward(self, x: Value) -> Value:
@@ -98,8 +110,9 @@ class Conv2d(Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
                  stride: int = 1, padding: int = 0, groups: int = 1, bias: bool = True,
-                 rng: np.random.Generator | None = None) -> None:
+                 rng: np.random.Generator | None = None, name: str = "conv") -> None:
         r = _rng(rng)
+        self.name = name
         fan_in = in_channels // groups * kernel_size * kernel_size
         self.weight = _uniform(r, (out_channels, in_channels // groups, kernel_size,
                                    kernel_size), fan_in)
@@ -107,10 +120,10 @@ class Conv2d(Module):
         self.stride, self.padding, self.groups = stride, padding, groups
 
     def forward(self, x: Value) -> Value:
-        y = ops.conv2d(x, self.weight, stride=self.stride, padding=self.padding,
-                       groups=self.groups)
+        y = ops.conv2d(x, self.param(x, self.weight, "weight"), stride=self.stride,
+                       padding=self.padding, groups=self.groups)
         if self.bias is not None:
-            y = ops.add(y, self.bias.reshape(-1, 1, 1))
+            y = ops.add(y, self.param(x, self.bias.reshape(-1, 1, 1), "bias"))
         return y
 
 
@@ -119,12 +132,14 @@ class MultiheadAttention(Module):
     output projection. ``x`` is [batch, seq, dim]; ``mask`` (optional) is additive and
     broadcasts to [batch, heads, seq, seq]."""
 
-    def __init__(self, dim: int, heads: int, rng: np.random.Generator | None = None) -> None:
+    def __init__(self, dim: int, heads: int, rng: np.random.Generator | None = None,
+                 name: str = "attn") -> None:
         if dim % heads:
             raise ModelError(f"MultiheadAttention: dim {dim} is not divisible by heads {heads}")
         r = _rng(rng)
-        self.dim, self.heads = dim, heads
-        self.q, self.k, self.v, self.out = (Linear(dim, dim, rng=r) for _ in range(4))
+        self.dim, self.heads, self.name = dim, heads, name
+        self.q, self.k, self.v, self.out = (Linear(dim, dim, rng=r, name=f"{name}.{p}")
+                                            for p in ("q", "k", "v", "out"))
 
     def forward(self, x: Value, mask: Value | np.ndarray | None = None) -> Value:
         b, t, _ = x.shape
@@ -149,11 +164,14 @@ class TransformerEncoderLayer(Module):
     ``x = LN(x + MHA(x)); x = LN(x + W2 gelu(W1 x))``; ``norm_first`` gives the pre-norm form."""
 
     def __init__(self, dim: int, heads: int, ffn: int, eps: float = 1e-5,
-                 norm_first: bool = False, rng: np.random.Generator | None = None) -> None:
+                 norm_first: bool = False, rng: np.random.Generator | None = None,
+                 name: str = "layer") -> None:
         r = _rng(rng)
-        self.attn = MultiheadAttention(dim, heads, rng=r)
-        self.ffn = MLP([dim, ffn, dim], activation="gelu", rng=r)
-        self.norm1, self.norm2 = LayerNorm(dim, eps), LayerNorm(dim, eps)
+        self.name = name
+        self.attn = MultiheadAttention(dim, heads, rng=r, name=f"{name}.attn")
+        self.ffn = MLP([dim, ffn, dim], activation="gelu", rng=r, name=f"{name}.ffn")
+        self.norm1 = LayerNorm(dim, eps, name=f"{name}.norm1")
+        self.norm2 = LayerNorm(dim, eps, name=f"{name}.norm2")
         for norm in (self.norm1, self.norm2):   # non-trivial affine params, so tests see them
             norm.weight = (1.0 + 0.1 * r.standard_normal(dim)).astype(np.float32)
             norm.bias = (0.1 * r.standard_normal(dim)).astype(np.float32)

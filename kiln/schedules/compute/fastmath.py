@@ -32,6 +32,8 @@ def exp(x: tirx.PrimExpr) -> tirx.PrimExpr:
     """
     if dtype_of(x) != "float32":
         return tirx.exp(x)
+    # No let-bindings here: an inlined consumer that reads this value twice would define the
+    # same let variable twice, which TIR rejects; LLVM removes the repeated subexpressions.
     x = tirx.max(tirx.min(x, _const(88.3762626647949, x)), _const(-87.0, x))
     t = x * _const(LOG2E, x)
     n = tirx.floor(t + _const(0.5, x))
