@@ -31,7 +31,7 @@ def to_graph(model: object, input_shapes: Mapping[str, Sequence[int]] | None = N
     elif type(model).__name__ != "ModelProto":
         raise KilnError(f"cannot compile a {type(model).__name__}: pass a kiln.Graph, "
                         "an ONNX file path or an onnx.ModelProto")
-    from kiln.frontend.onnx import import_onnx   # imports onnx only when a model needs it
+    from kiln.frontend.onnx import import_onnx  # imports onnx only when a model needs it
     # shapes go in before conversion, so shape computations in the model fold to constants
     return import_onnx(model, input_shapes)
 

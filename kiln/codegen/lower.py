@@ -13,8 +13,8 @@ from tvm import s_tir, te, tirx
 
 from kiln.errors import ModelError
 from kiln.ir.graph import Node, Value
-from kiln.ir.ops.registry import Pattern
 from kiln.ir.ops.reduce import reduce_axes
+from kiln.ir.ops.registry import Pattern
 from kiln.ir.passes.fuse import Group
 from kiln.ir.types import format_shape, normalize_axis
 from kiln.schedules import x86
@@ -118,7 +118,7 @@ def lower_group(group: Group, target: Target, name: str | None = None) -> Kernel
         args.append(v.data if v.is_constant else v)
 
     isa = target.isa
-    gemm_block, knobs, notes = None, None, []
+    gemm_block, conv_block, knobs, notes = None, None, None, []
     for n in group.nodes:
         info = NodeInfo(n.attrs, tuple(o.type for o in n.outputs), fresh(n.name))
         ins = [tensors.get(id(v)) for v in n.inputs]   # None: the packed weight
@@ -140,6 +140,11 @@ def lower_group(group: Group, target: Target, name: str | None = None) -> Kernel
             outs = COMPUTE[n.op.name](info, *ins)
             if n is anchor and n.op.name in GEMM_OPS:
                 gemm_block = outs.op.name
+            elif n is anchor and n.op.name == "conv2d":
+                conv_block = outs.op.name
+                knobs = x86.default_conv_knobs(info.shape, n.inputs[1].type.static_shape,
+                                               n.attrs.groups, isa, info.dtype)
+                notes.append(f"conv2d {format_shape(info.shape)} groups={n.attrs.groups}: {knobs}")
         for o, t in zip(n.outputs, outs if isinstance(outs, tuple) else (outs,), strict=True):
             tensors[id(o)] = t
 
@@ -148,6 +153,8 @@ def lower_group(group: Group, target: Target, name: str | None = None) -> Kernel
     lanes = isa.lanes(group.outputs[0].dtype.value)
     if gemm_block is not None:
         x86.schedule_gemm(sch, gemm_block, knobs, isa)
+    elif conv_block is not None:
+        x86.schedule_conv2d(sch, conv_block, knobs, isa)
     elif group.kind is Pattern.REDUCTION:
         rows = row_rank(anchor)
         if rows is None:

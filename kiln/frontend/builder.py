@@ -93,6 +93,21 @@ def dense(x: Value, w: Operand) -> Value:
     return _apply("dense", x, w)
 
 
+def conv2d(x: Value, w: Operand, stride: int | Sequence[int] = 1,
+           padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1,
+           groups: int = 1) -> Value:
+    """2-D convolution of an NCHW ``x`` with an OIHW weight ``w`` [out, in / groups, kh, kw].
+
+    ``stride`` and ``dilation`` are an int or (height, width); ``padding`` is an int,
+    (height, width) or (top, left, bottom, right). ``groups == in channels`` is depthwise.
+    """
+    def norm(v: int | Sequence[int]) -> int | tuple[int, ...]:
+        return v if isinstance(v, int) else tuple(v)
+
+    return _apply("conv2d", x, w, strides=norm(stride), padding=norm(padding),
+                  dilations=norm(dilation), groups=groups)
+
+
 # -- data movement ------------------------------------------------------------------------------
 def reshape(x: Value, shape: Sequence[int | str]) -> Value:
     return _apply("reshape", x, shape=tuple(shape))

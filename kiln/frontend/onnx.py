@@ -419,6 +419,36 @@ def _gemm(node: onnx.NodeProto, ctx: Context) -> list[Value]:
     return [ctx.emit("add", [y, c])]
 
 
+@onnx_op("Conv")
+def _conv(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    x, w, b = ctx.required(0), ctx.required(1), ctx.input(2)
+    if x.type.rank != 4 or w.type.rank != 4:
+        raise ModelError(f"only 2-D convolution (NCHW input) is supported, got {x.type}")
+    strides = tuple(ctx.attr("strides", (1, 1)))
+    dilations = tuple(ctx.attr("dilations", (1, 1)))
+    kernel = w.type.static_shape[2:]
+    auto_pad = ctx.attr("auto_pad", "NOTSET")
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        pads_lo, pads_hi = [], []
+        for size, k, s, d in zip(x.shape[2:], kernel, strides, dilations, strict=True):
+            if not isinstance(size, int):
+                raise ModelError("auto_pad SAME needs static spatial dims")
+            total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            small, big = total // 2, total - total // 2
+            pads_lo.append(small if auto_pad == "SAME_UPPER" else big)
+            pads_hi.append(big if auto_pad == "SAME_UPPER" else small)
+        pads = (*pads_lo, *pads_hi)
+    elif auto_pad in ("NOTSET", "VALID"):
+        pads = tuple(ctx.attr("pads", (0, 0, 0, 0))) if auto_pad == "NOTSET" else (0, 0, 0, 0)
+    else:
+        raise ModelError(f"unknown auto_pad {auto_pad!r}")
+    y = ctx.emit("conv2d", [x, w], strides=strides, padding=pads, dilations=dilations,
+                 groups=int(ctx.attr("group", 1)))
+    if b is None:
+        return [y]
+    return [ctx.emit("add", [y, _reshape(ctx, b, (b.shape[0], 1, 1))])]
+
+
 # -- normalisation ------------------------------------------------------------------------------
 @onnx_op("Softmax")
 def _softmax(node: onnx.NodeProto, ctx: Context) -> list[Value]:

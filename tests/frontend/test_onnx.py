@@ -688,3 +688,22 @@ def test_pooler_compiled() -> None:
     model = pooler_model()
     check(model, feeds, rtol=1e-5, atol=1e-5)
     assert_compiled_matches_ort(model, feeds)
+
+
+@pytest.mark.parametrize("attrs", [
+    {"pads": [1, 1, 1, 1]},
+    {"strides": [2, 2], "pads": [0, 1, 2, 1]},
+    {"auto_pad": "SAME_UPPER", "strides": [2, 2]},
+    {"auto_pad": "SAME_LOWER"},
+    {"dilations": [2, 2], "pads": [2, 1, 0, 1]},
+    {"auto_pad": "VALID", "group": 3},
+])
+def test_conv(attrs: dict) -> None:
+    groups = attrs.get("group", 1)
+    w = randn(6, 6 // groups, 3, 3, seed=1)
+    model = make_model([helper.make_node("Conv", ["x", "w", "b"], ["y"], **attrs)],
+                       [tensor("x", [1, 6, 11, 9])], ["y"], [init("w", w), init("b", randn(6))])
+    g = check(model, {"x": randn(1, 6, 11, 9)}, rtol=1e-4, atol=1e-5)
+    got = kiln.compile(g)(x=randn(1, 6, 11, 9))[0]
+    np.testing.assert_allclose(got, run_ort(model, {"x": randn(1, 6, 11, 9)})[0],
+                               rtol=1e-4, atol=1e-4)

@@ -219,6 +219,7 @@ def test_int64_and_float64_constants_keep_their_dtype() -> None:
 
 def test_zero_dim_input_and_empty_result() -> None:
     g = graph_of(ops.add, ((3, 5), "float32"), ((), "float32"))
-    assert_matches_reference(g, {"x0": np.ones((3, 5), np.float32), "x1": np.array(0.5, np.float32)})
+    feeds = {"x0": np.ones((3, 5), np.float32), "x1": np.array(0.5, np.float32)}
+    assert_matches_reference(g, feeds)
     g = graph_of(lambda x: ops.slice(x, [7], [9], axes=[1]), ((3, 5), "float32"))
     assert assert_matches_reference(g)[0].shape == (3, 0)

@@ -1,0 +1,76 @@
+"""TE for ``conv2d`` (NCHW x OIHW): a zero-padding stage, then the reduction over (c, kh, kw).
+
+The padding stage also splits the width by stride phase when the stride is > 1::
+
+    xp[n, c, h, phase, j] = xpad[n, c, h, j * sw + phase]       (xpad: x zero-padded)
+
+so the input column ``ow * sw + kw * dw`` read for output column ``ow`` is
+``xp[..., (kw * dw) % sw, ow + (kw * dw) // sw]``: consecutive output columns read consecutive
+elements of one phase, and a schedule that vectorises along the output width loads its input
+with unit stride whatever the stride is. With stride 1 the phase axis has extent 1; with no
+padding and stride 1 there is no stage at all and the reduction reads ``x`` directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tvm import te, tirx
+
+from kiln.schedules.compute.registry import NodeInfo, compute, const, shape_of
+
+PAD_SUFFIX = "_pad"   # the padding stage is named ``<conv block>_pad``
+
+
+def _padded_input(name: str, x: te.Tensor, padding: tuple[int, int, int, int],
+                  stride_w: int) -> te.Tensor:
+    """``xp[n, c, h, phase, j] = xpad[n, c, h, j * stride_w + phase]`` (zero outside ``x``)."""
+    n, c, h, w = shape_of(x)
+    pt, pl, pb, pr = padding
+    hp, wp = h + pt + pb, w + pl + pr
+    wq = -(-wp // stride_w)
+
+    def f(b: Any, ch: Any, row: Any, phase: Any, j: Any) -> Any:
+        col = j * stride_w + phase
+        inside = []                           # only the bounds some index can cross
+        if pt:
+            inside.append(row >= pt)
+        if pb:
+            inside.append(row < h + pt)
+        if pl:
+            inside.append(col >= pl)
+        if wq * stride_w > w + pl:
+            inside.append(col < w + pl)
+        value = x[b, ch, row - pt, col - pl]
+        if not inside:
+            return value
+        return tirx.if_then_else(tirx.all(*inside), value, const(0, x.dtype))
+
+    return te.compute((n, c, hp, stride_w, wq), f, name=name + PAD_SUFFIX)
+
+
+@compute("conv2d")
+def conv2d(n: NodeInfo, x: te.Tensor, w: te.Tensor) -> te.Tensor:
+    at = n.attrs
+    oc, cg, kh, kw = shape_of(w)
+    (sh, sw), (dh, dw) = at.strides, at.dilations
+    ocg = oc // at.groups                     # output channels per group
+    if any(at.padding) or sw > 1:
+        xp = _padded_input(n.name, x, at.padding, sw)
+
+        def src(b: Any, ch: Any, row: Any, ow: Any, q: Any) -> Any:
+            return xp[b, ch, row, (q * dw) % sw, ow + (q * dw) // sw]
+    else:
+        def src(b: Any, ch: Any, row: Any, ow: Any, q: Any) -> Any:
+            return x[b, ch, row, ow + q * dw]
+
+    rc = te.reduce_axis((0, cg), name="rc")
+    rh = te.reduce_axis((0, kh), name="rh")
+    rw = te.reduce_axis((0, kw), name="rw")
+
+    def f(b: Any, o: Any, oh: Any, ow: Any) -> Any:
+        ch = rc if at.groups == 1 else (o // ocg) * cg + rc
+        return te.sum(src(b, ch, oh * sh + rh * dh, ow, rw) * w[o, rc, rh, rw],
+                      axis=[rc, rh, rw])
+
+    return te.compute(n.shape, f, name=n.name)
