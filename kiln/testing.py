@@ -38,10 +38,15 @@ def assert_matches_reference(g: Graph, feeds: dict[str, np.ndarray] | None = Non
     """Compile ``g``, run it, and check every output against the reference interpreter."""
     feeds = feeds if feeds is not None else random_inputs(g)
     got = kiln_compile(g, target=target)(**feeds)
-    want = run_reference(g, feeds)
-    assert len(got) == len(want)
+    assert_outputs_close(got, run_reference(g, feeds), rtol=rtol, atol=atol)
+    return got
+
+
+def assert_outputs_close(got: list[np.ndarray], want: list[np.ndarray], rtol: float,
+                         atol: float) -> None:
+    """Same count, shapes and dtypes, and values within ``rtol``/``atol``."""
+    assert len(got) == len(want), (len(got), len(want))
     for out, ref in zip(got, want, strict=True):
         assert out.shape == ref.shape, (out.shape, ref.shape)
         assert out.dtype == ref.dtype, (out.dtype, ref.dtype)
         np.testing.assert_allclose(out, ref, rtol=rtol, atol=atol)
-    return got

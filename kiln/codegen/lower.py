@@ -1,4 +1,8 @@
-"""Lower one fused group: its nodes' TE -> a PrimFunc -> the PrimFunc scheduled for the target.
+"""Lower one fused group: plan its schedule, build its TE, make a PrimFunc, schedule it.
+
+    plan = plan_schedule(group, target)      # which template, which knobs, which weight to pack
+    te_func = build_te(group, plan)          # the nodes' TE as one PrimFunc
+    func = apply_schedule(te_func, plan)     # the template applied
 
 Each stage's result is kept on the ``Kernel`` so ``kiln inspect`` can print it.
 """
@@ -7,6 +11,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
 
 import numpy as np
 from tvm import s_tir, te, tirx
@@ -21,6 +27,31 @@ from kiln.schedules import x86
 from kiln.schedules.compute import COMPUTE, NodeInfo
 from kiln.schedules.compute.matmul import gemm_packed, pack_weight
 from kiln.target import Target
+
+GEMM_OPS = ("matmul", "dense")
+
+
+class Template(Enum):
+    """The x86 schedule template a group gets, chosen by its anchor op."""
+
+    GEMM = "gemm"
+    CONV2D = "conv2d"
+    ROW_REDUCTION = "row reduction"
+    GENERIC_REDUCTION = "generic reduction"
+    INJECTIVE = "injective"
+
+
+@dataclass
+class SchedulePlan:
+    """What to do with a group: the template, its knobs, and the GEMM weight to pack."""
+
+    template: Template
+    target: Target
+    dtype: str                              # of the outputs: sets the vector lanes
+    knobs: Any = None                       # CpuGemmKnobs / conv knobs, for GEMM and CONV2D
+    row_rank: int = 0                       # ROW_REDUCTION: leading output axes that are rows
+    packed_weight: np.ndarray | None = None  # GEMM: the [K, N] constant to pack into panels
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -37,33 +68,55 @@ class Kernel:
     notes: list[str] = field(default_factory=list)   # schedule decisions, for inspect
 
 
-def _ident(name: str) -> str:
-    return re.sub(r"\W", "_", name)
+def lower_group(group: Group, target: Target, name: str | None = None) -> Kernel:
+    """Build the TE of ``group``, make it a PrimFunc and schedule it for ``target``."""
+    _require_static(group)
+    name = _ident(name or group.name)
+    plan = plan_schedule(group, target)
+    te_func, args, anchor_block = build_te(group, plan)
+    func = apply_schedule(te_func, plan, anchor_block).with_attr("global_symbol", name)
+    return Kernel(name, group, te_func.with_attr("global_symbol", name), func, args,
+                  list(group.outputs), plan.notes)
 
 
-def _require_static(group: Group) -> None:
-    for v in [*group.inputs, *(o for n in group.nodes for o in n.outputs)]:
-        if not v.type.is_static:
-            raise ModelError(f"group {group.name}: %{v.name} has symbolic shape "
-                             f"{format_shape(v.shape)}; give concrete sizes with input_shapes")
-
-
-GEMM_OPS = ("matmul", "dense")
+# -- 1. plan ------------------------------------------------------------------------------------
+def plan_schedule(group: Group, target: Target) -> SchedulePlan:
+    """Pick the template from the group's anchor, with default knobs for its shape."""
+    anchor, isa = group.anchor, target.isa
+    dtype = group.outputs[0].dtype.value
+    if anchor is not None and anchor.op.name in GEMM_OPS:
+        a, out = anchor.inputs[0].type.static_shape, anchor.outputs[0].type.static_shape
+        m, n, k = (out[-2] if len(out) > 1 else 1), out[-1], a[-1]
+        knobs = x86.default_gemm_knobs(m, n, k, isa)
+        plan = SchedulePlan(Template.GEMM, target, dtype, knobs,
+                            packed_weight=_packable_weight(anchor),
+                            notes=[f"gemm M={m} N={n} K={k}: {knobs}"])
+        if plan.packed_weight is not None:
+            plan.notes.append(f"weight %{anchor.inputs[1].name} packed into "
+                              f"{-(-n // knobs.nr)} panels of K x {knobs.nr}")
+        return plan
+    if anchor is not None and anchor.op.name == "conv2d":
+        out = anchor.outputs[0].type
+        knobs = x86.default_conv_knobs(out.static_shape, anchor.inputs[1].type.static_shape,
+                                       anchor.attrs.groups, isa, out.dtype.value)
+        return SchedulePlan(Template.CONV2D, target, dtype, knobs, notes=[
+            f"conv2d {format_shape(out.shape)} groups={anchor.attrs.groups}: {knobs}"])
+    if group.kind is Pattern.REDUCTION:
+        rows = row_rank(anchor)
+        if rows is None:
+            return SchedulePlan(Template.GENERIC_REDUCTION, target, dtype,
+                                notes=["reduction over non-trailing axes: generic schedule"])
+        return SchedulePlan(Template.ROW_REDUCTION, target, dtype, row_rank=rows,
+                            notes=[f"row reduction: {rows} row axes"])
+    return SchedulePlan(Template.INJECTIVE, target, dtype)
 
 
 def _packable_weight(n: Node) -> np.ndarray | None:
     """The [K, N] weight of a GEMM node when it is a float32 2-D constant, else None."""
-    if n.op.name not in GEMM_OPS:
-        return None
     w = n.inputs[1]
     if not w.is_constant or w.type.rank != 2 or w.dtype.value != "float32":
         return None
     return w.data if n.op.name == "matmul" else w.data.T
-
-
-def _gemm_sizes(n: Node) -> tuple[int, int, int]:
-    a, out = n.inputs[0].type.static_shape, n.outputs[0].type.static_shape
-    return (out[-2] if len(out) > 1 else 1), out[-1], a[-1]
 
 
 def row_rank(anchor: Node) -> int | None:
@@ -81,90 +134,98 @@ def row_rank(anchor: Node) -> int | None:
     return rank - len(axes)
 
 
+# -- 2. TE --------------------------------------------------------------------------------------
+def build_te(group: Group, plan: SchedulePlan
+             ) -> tuple[tirx.PrimFunc, list[Value | np.ndarray], str | None]:
+    """The group's nodes as TE, made one PrimFunc. Returns it, where each of its inputs comes
+    from, and the name of the anchor's main block (the GEMM or conv the template tiles)."""
+    names = _Names()
+    tensors: dict[int, te.Tensor] = {}
+    params: list[te.Tensor] = []
+    args: list[Value | np.ndarray] = []
+    anchor = group.anchor
+    packed_input = anchor.inputs[1] if plan.packed_weight is not None else None
+    for v in group.inputs:
+        if v is packed_input:
+            continue                                  # goes in packed, with its GEMM below
+        if v.is_constant and v.data.size == 1:       # scalars become immediates
+            imm = tirx.const(v.data.reshape(()).item(), v.dtype.value)
+            tensors[id(v)] = te.compute(v.type.static_shape, _constant_fn(imm),
+                                        name=names.fresh(f"c_{v.name}"))
+            continue
+        tensors[id(v)] = te.placeholder(v.type.static_shape, v.dtype.value,
+                                        name=names.fresh(v.name))
+        params.append(tensors[id(v)])
+        args.append(v.data if v.is_constant else v)
+
+    anchor_block = None
+    for n in group.nodes:
+        info = NodeInfo(n.attrs, tuple(o.type for o in n.outputs), names.fresh(n.name))
+        if n is anchor and packed_input is not None:
+            panels = pack_weight(plan.packed_weight, plan.knobs.nr)
+            bp = te.placeholder(panels.shape, packed_input.dtype.value,
+                                name=names.fresh(f"{packed_input.name}_packed"))
+            params.append(bp)
+            args.append(panels)
+            outs = gemm_packed(info, tensors[id(n.inputs[0])], bp)
+            anchor_block = outs.op.input_tensors[0].op.name    # the padded GEMM under the view
+        else:
+            if n.op.name not in COMPUTE:
+                raise ModelError(f"node {n.name}: op {n.op.name} has no TE compute yet")
+            outs = COMPUTE[n.op.name](info, *(tensors[id(v)] for v in n.inputs))
+            if n is anchor:
+                anchor_block = outs.op.name if isinstance(outs, te.Tensor) else None
+        for o, t in zip(n.outputs, outs if isinstance(outs, tuple) else (outs,), strict=True):
+            tensors[id(o)] = t
+    func = te.create_prim_func([*params, *(tensors[id(v)] for v in group.outputs)])
+    return func, args, anchor_block
+
+
+class _Names:
+    """Block and buffer names, unique within one kernel and valid identifiers."""
+
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+
+    def fresh(self, hint: str) -> str:
+        base = _ident(hint)
+        out, k = base, 1
+        while out in self.used:
+            out, k = f"{base}_{k}", k + 1
+        self.used.add(out)
+        return out
+
+
 def _constant_fn(imm: tirx.PrimExpr):
     return lambda *_: imm
 
 
-def lower_group(group: Group, target: Target, name: str | None = None) -> Kernel:
-    """Build the TE of ``group``, make it a PrimFunc and schedule it for ``target``."""
-    _require_static(group)
-    name = _ident(name or group.name)
-    tensors: dict[int, te.Tensor] = {}
-    params: list[te.Tensor] = []
-    args: list[Value | np.ndarray] = []
-    used: set[str] = set()
-
-    def fresh(hint: str) -> str:
-        base = _ident(hint)
-        out, k = base, 1
-        while out in used:
-            out, k = f"{base}_{k}", k + 1
-        used.add(out)
-        return out
-
-    anchor = group.anchor
-    packed = _packable_weight(anchor) if anchor is not None else None
-    for v in group.inputs:
-        if packed is not None and v is anchor.inputs[1]:
-            continue                      # the weight goes in packed, below
-        if v.is_constant and v.data.size == 1:   # scalars become immediates
-            imm = tirx.const(v.data.reshape(()).item(), v.dtype.value)
-            tensors[id(v)] = te.compute(v.type.static_shape, _constant_fn(imm),
-                                        name=fresh(f"c_{v.name}"))
-            continue
-        ph = te.placeholder(v.type.static_shape, v.dtype.value, name=fresh(v.name))
-        tensors[id(v)] = ph
-        params.append(ph)
-        args.append(v.data if v.is_constant else v)
-
-    isa = target.isa
-    gemm_block, conv_block, knobs, notes = None, None, None, []
-    for n in group.nodes:
-        info = NodeInfo(n.attrs, tuple(o.type for o in n.outputs), fresh(n.name))
-        ins = [tensors.get(id(v)) for v in n.inputs]   # None: the packed weight
-        if n is anchor and n.op.name in GEMM_OPS:
-            m_, n_, k_ = _gemm_sizes(n)
-            knobs = x86.default_gemm_knobs(m_, n_, k_, isa)
-            notes.append(f"gemm M={m_} N={n_} K={k_}: {knobs}")
-        if n is anchor and packed is not None:
-            bp = te.placeholder((-(-packed.shape[1] // knobs.nr), packed.shape[0], knobs.nr),
-                                n.inputs[1].dtype.value, name=fresh(f"{n.inputs[1].name}_packed"))
-            params.append(bp)
-            args.append(pack_weight(packed, knobs.nr))
-            outs = gemm_packed(info, ins[0], bp)
-            gemm_block = outs.op.input_tensors[0].op.name
-            notes.append(f"weight %{n.inputs[1].name} packed as {list(bp.shape)}")
-        else:
-            if n.op.name not in COMPUTE:
-                raise ModelError(f"node {n.name}: op {n.op.name} has no TE compute yet")
-            outs = COMPUTE[n.op.name](info, *ins)
-            if n is anchor and n.op.name in GEMM_OPS:
-                gemm_block = outs.op.name
-            elif n is anchor and n.op.name == "conv2d":
-                conv_block = outs.op.name
-                knobs = x86.default_conv_knobs(info.shape, n.inputs[1].type.static_shape,
-                                               n.attrs.groups, isa, info.dtype)
-                notes.append(f"conv2d {format_shape(info.shape)} groups={n.attrs.groups}: {knobs}")
-        for o, t in zip(n.outputs, outs if isinstance(outs, tuple) else (outs,), strict=True):
-            tensors[id(o)] = t
-
-    te_func = te.create_prim_func([*params, *(tensors[id(v)] for v in group.outputs)])
-    sch = s_tir.Schedule(te_func)
-    lanes = isa.lanes(group.outputs[0].dtype.value)
-    if gemm_block is not None:
-        x86.schedule_gemm(sch, gemm_block, knobs, isa)
-    elif conv_block is not None:
-        x86.schedule_conv2d(sch, conv_block, knobs, isa)
-    elif group.kind is Pattern.REDUCTION:
-        rows = row_rank(anchor)
-        if rows is None:
-            x86.schedule_generic_reduction(sch, lanes)
-            notes.append("reduction over non-trailing axes: generic schedule")
-        else:
-            x86.schedule_row_reduction(sch, rows, lanes)
-            notes.append(f"row reduction: {rows} row axes, vectors of {lanes}")
+# -- 3. schedule --------------------------------------------------------------------------------
+def apply_schedule(func: tirx.PrimFunc, plan: SchedulePlan,
+                   anchor_block: str | None) -> tirx.PrimFunc:
+    """Apply the plan's template; every kernel gets one (none ships unscheduled)."""
+    sch = s_tir.Schedule(func)
+    isa = plan.target.isa
+    lanes = isa.lanes(plan.dtype)
+    if plan.template is Template.GEMM:
+        x86.schedule_gemm(sch, anchor_block, plan.knobs, isa)
+    elif plan.template is Template.CONV2D:
+        x86.schedule_conv2d(sch, anchor_block, plan.knobs, isa)
+    elif plan.template is Template.ROW_REDUCTION:
+        x86.schedule_row_reduction(sch, plan.row_rank, lanes)
+    elif plan.template is Template.GENERIC_REDUCTION:
+        x86.schedule_generic_reduction(sch, lanes)
     else:
         x86.schedule_injective(sch, lanes)
-    func = sch.mod["main"].with_attr("global_symbol", name)
-    return Kernel(name, group, te_func.with_attr("global_symbol", name), func, args,
-                  list(group.outputs), notes)
+    return sch.mod["main"]
+
+
+def _ident(name: str) -> str:
+    return re.sub(r"\W", "_", name)
+
+
+def _require_static(group: Group) -> None:
+    for v in [*group.inputs, *(o for n in group.nodes for o in n.outputs)]:
+        if not v.type.is_static:
+            raise ModelError(f"group {group.name}: %{v.name} has symbolic shape "
+                             f"{format_shape(v.shape)}; give concrete sizes with input_shapes")

@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import kiln
 from kiln.frontend.onnx import import_onnx
+from kiln.testing import assert_outputs_close
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -55,13 +56,7 @@ def check(model: onnx.ModelProto, feeds: dict[str, np.ndarray], rtol: float = 1e
           atol: float = 1e-6) -> kiln.Graph:
     """Import ``model``, run kiln's reference interpreter and compare with onnxruntime."""
     g = import_onnx(model)
-    got = kiln.run_reference(g, feeds)
-    want = run_ort(model, feeds)
-    assert len(got) == len(want)
-    for out, ref in zip(got, want, strict=True):
-        assert out.shape == ref.shape, (out.shape, ref.shape)
-        assert out.dtype == ref.dtype, (out.dtype, ref.dtype)
-        np.testing.assert_allclose(out, ref, rtol=rtol, atol=atol)
+    assert_outputs_close(kiln.run_reference(g, feeds), run_ort(model, feeds), rtol, atol)
     return g
 
 

@@ -195,13 +195,20 @@ def _vectorize_inner(sch: s_tir.Schedule, block, lanes: int, most: int) -> None:
     sch.vectorize(inner)
 
 
-def _prepare(sch: s_tir.Schedule, conv: str) -> tuple[object, list[str], bool]:
-    """Inline the epilogue into one block; returns the conv block, its padding stage (kept a
-    stage of its own: zero or one name) and whether the conv block is itself an output."""
+def _prepare(sch: s_tir.Schedule, conv: str, cfg: ConvKnobs,
+             isa: Isa) -> tuple[object, list[str], bool, list, str]:
+    """Check the knobs and inline the epilogue into one block. Returns the conv block, its
+    padding stage (kept a stage of its own: zero or one name), whether the conv block is itself
+    an output, its loops (n, o, oh, ow, c, kh, kw) and its dtype."""
     pads = [block_name(sch, p) for p in sch.get_producers(sch.get_sblock(conv))]
     is_output = conv in {block_name(sch, b) for b in output_blocks(sch)}
     inline_pointwise(sch, keep={conv, *pads})
-    return sch.get_sblock(conv), pads, is_output
+    block = sch.get_sblock(conv)
+    dtype = str(sch.get(block).writes[0].source.dtype)
+    check_knobs(cfg, isa, dtype)
+    loops = sch.get_loops(block)
+    _check_fits(cfg, sch, loops)
+    return block, pads, is_output, loops, dtype
 
 
 def _finish(sch: s_tir.Schedule, block, pads: list[str], is_output: bool, task, tile, init_at,
@@ -235,11 +242,7 @@ def schedule_conv2d(sch: s_tir.Schedule, conv: str, cfg: ConvKnobs, isa: Isa) ->
     if isinstance(cfg, CpuDepthwiseKnobs):
         schedule_depthwise_conv2d(sch, conv, cfg, isa)
         return
-    block, pads, is_output = _prepare(sch, conv)
-    dtype = str(sch.get(block).writes[0].source.dtype)
-    check_knobs(cfg, isa, dtype)
-    loops = sch.get_loops(block)
-    _check_fits(cfg, sch, loops)
+    block, pads, is_output, loops, dtype = _prepare(sch, conv, cfg, isa)
     n, o, oh, ow, c, kh, kw = loops
     # occ channels per task: split only when there are too few rows to keep every core busy.
     # ocr channels per register tile: each input vector loaded feeds ocr FMAs.
@@ -262,11 +265,7 @@ def schedule_depthwise_conv2d(sch: s_tir.Schedule, conv: str, cfg: CpuDepthwiseK
                               isa: Isa) -> None:
     """The depthwise template (see the module docstring); correct for any conv2d, efficient
     when each output channel reads one input channel."""
-    block, pads, is_output = _prepare(sch, conv)
-    dtype = str(sch.get(block).writes[0].source.dtype)
-    check_knobs(cfg, isa, dtype)
-    loops = sch.get_loops(block)
-    _check_fits(cfg, sch, loops)
+    block, pads, is_output, loops, dtype = _prepare(sch, conv, cfg, isa)
     n, o, oh, ow, c, kh, kw = loops
     # ohc rows per task (a channel plane, or a slice of it when planes are too few to share
     # out); ohr rows per register tile: each weight broadcast feeds ohr FMAs.
