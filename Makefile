@@ -21,7 +21,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(JOBS) --durations=10
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/gemm.py
+	$(BIN)/python benchmarks/gemm.py --bert
+	$(BIN)/python benchmarks/encoder.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

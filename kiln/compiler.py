@@ -13,8 +13,6 @@ from kiln.ir.graph import Graph
 from kiln.ir.specialize import specialize
 from kiln.target import Target
 
-Model = Graph | str | os.PathLike
-
 
 def to_graph(model: object, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Graph:
     """A kiln ``Graph`` from a Graph, an ONNX path or an ``onnx.ModelProto``, with

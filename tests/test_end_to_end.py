@@ -93,3 +93,18 @@ def test_every_kernel_is_scheduled(encoder_lib) -> None:
         assert "T.vectorized" in script, k.name                 # inner loops are vectorised
         if k.group.kind.value in ("out-fusable", "reduction"):
             assert "T.parallel" in script, k.name
+
+
+@pytest.mark.parametrize("stage,needles", [
+    ("graph", ["graph encoder(%x: f32[1, 128, 256])", "= layer_norm(", "= softmax("]),
+    ("fused", ["group fused_dense_add_gelu [out-fusable]", "group fused_softmax [reduction]",
+               "group fused_layer_norm [reduction]"]),
+    ("tir", ["# kernel fused_dense_add_gelu: gemm M=128 N=1024 K=256", "T.parallel",
+             "T.vectorized", 'scope="local"']),
+])
+def test_inspect_shows_every_stage_of_the_encoder(stage: str, needles: list[str]) -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "encoder.py"
+    out = subprocess.run([sys.executable, "-m", "kiln", "inspect", str(example), "--stage", stage],
+                         check=True, capture_output=True, text=True, timeout=300).stdout
+    for needle in needles:
+        assert needle in out, needle

@@ -29,10 +29,6 @@ class DType(str, Enum):
         return self.value.startswith("float")
 
     @property
-    def is_int(self) -> bool:
-        return self.value.startswith(("int", "uint"))
-
-    @property
     def short(self) -> str:
         """Compact spelling used by the printer: f32, i64, u8, bool."""
         if self is DType.bool:

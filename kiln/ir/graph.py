@@ -6,7 +6,7 @@ keep the order. Every value has a graph-unique name, which the printer and error
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -195,30 +195,3 @@ class Graph:
         from kiln.ir.printer import print_graph
         return print_graph(self)
 
-
-def topological_order(nodes: Iterable[Node]) -> list[Node]:
-    """Nodes sorted so that producers come first (stable for already sorted input)."""
-    nodes = list(nodes)
-    members = {id(n) for n in nodes}
-    done: set[int] = set()
-    out: list[Node] = []
-
-    def visit(n: Node) -> None:
-        stack = [(n, False)]
-        while stack:
-            cur, expanded = stack.pop()
-            if id(cur) in done:
-                continue
-            if expanded:
-                done.add(id(cur))
-                out.append(cur)
-                continue
-            stack.append((cur, True))
-            for v in reversed(cur.inputs):
-                p = v.producer
-                if p is not None and id(p) in members and id(p) not in done:
-                    stack.append((p, False))
-
-    for n in nodes:
-        visit(n)
-    return out
