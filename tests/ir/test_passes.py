@@ -8,6 +8,7 @@ import kiln
 from kiln import ops
 from kiln.ir.ops import Pattern
 from kiln.ir.passes import eliminate_dead_code, fold_constants, fuse_groups, optimize
+from kiln.testing import assert_matches_reference
 
 
 def test_fold_constants_evaluates_constant_subgraphs() -> None:
@@ -105,3 +106,24 @@ def test_fused_graph_prints_named_groups() -> None:
     text = str(fuse_groups(g))
     assert "group fused_dense_relu [out-fusable] (%x, %const) -> (%relu) {" in text
     assert "group fused_softmax [reduction] (%relu) -> (%softmax) {" in text
+
+
+def test_diamond_epilogues_fuse_whole() -> None:
+    g = kiln.Graph()
+    x = g.input("x", (8, 16), "float32")
+    h = ops.dense(x, np.ones((32, 16), np.float32))
+    silu = ops.mul(h, ops.sigmoid(h))                               # h read twice
+    gelu = ops.mul(ops.mul(silu, ops.add(ops.erf(ops.div(silu, 1.41)), 1.0)), 0.5)
+    g.output(gelu)
+    assert _groups(g) == [["dense", "sigmoid", "mul", "div", "erf", "add", "mul", "mul"]]
+    assert_matches_reference(g, rtol=1e-5, atol=1e-5)
+
+
+def test_epilogue_never_closes_a_cycle() -> None:
+    g = kiln.Graph()
+    x = g.input("x", (8, 16), "float32")
+    r = ops.relu(ops.dense(x, np.ones((32, 16), np.float32)))
+    s = ops.sum(r, axes=-1, keepdims=True)               # a reduction group reading r
+    g.output(ops.add(r, s))                               # needs r and s: cannot join dense
+    assert _groups(g) == [["dense", "relu"], ["reduce_sum"], ["add"]]
+    assert_matches_reference(g, rtol=1e-5)

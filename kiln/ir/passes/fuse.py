@@ -1,10 +1,12 @@
 """Fusion by pattern kind: partition the graph's nodes into groups, one kernel each.
 
 Rules, applied greedily in topological order:
-- An elementwise or broadcast node joins the group of one of its producers when that group
-  takes an epilogue: a GEMM (out-fusable) or reduction group whose single output it alone
-  reads, at the same shape; or an elementwise/injective group (any fan-out).
-- An injective node (reshape, transpose, ...) joins an elementwise/injective producer group.
+- A GEMM (out-fusable) or reduction node claims its epilogue when it starts a group: the
+  pointwise nodes reached from its output through same-shape pointwise ops, cut to the longest
+  prefix (in program order) whose only value read outside the group is its last one. So
+  ``x * sigmoid(x)`` or an Erf-spelled GELU fuses whole; a value needed elsewhere ends it.
+- An elementwise or broadcast node otherwise joins an elementwise/injective producer group
+  (any fan-out); an injective node (reshape, transpose, ...) likewise.
 - A reduction absorbs, as its prologue, an elementwise group whose only output it alone reads.
 - Nothing joins a group it is also reachable from through another group (that would be a cycle).
 Run after constant folding and dead-code elimination: constants are group inputs, never nodes.
@@ -84,6 +86,8 @@ class _Partition:
         self.graph_outputs = {id(v) for v in g.outputs}
         self.group_of: dict[int, list[Node]] = {}     # node id -> its group's node list
         self.anchor: dict[int, Node | None] = {}      # id(group list) -> anchor
+        self.claimed: dict[int, list[Node]] = {}      # node id -> the epilogue it belongs to
+        self.position = {id(n): i for i, n in enumerate(g.nodes)}
 
     def single_use(self, v: Value) -> bool:
         return len(self.uses.get(id(v), [])) == 1 and id(v) not in self.graph_outputs
@@ -104,26 +108,19 @@ class _Partition:
         return False
 
     def can_join(self, n: Node, via: Value, members: list[Node]) -> bool:
-        anchor = self.anchor[id(members)]
-        pat = n.op.pattern
-        if anchor is not None:
-            # an epilogue: only pointwise, only on the group's single tip, same shape
-            tip = members[-1].outputs[-1]
-            if pat not in _POINTWISE or not self.single_use(via) or via is not tip:
-                return False
-            if n.outputs[0].shape != via.shape:
-                return False
-        elif pat not in _CHAIN:
-            return False
+        """May ``n`` join the anchor-less group ``members`` through its input ``via``?"""
+        if self.anchor[id(members)] is not None or n.op.pattern not in _CHAIN:
+            return False                  # anchored groups take only their claimed epilogue
+        member_ids = {id(m) for m in members}
         others = [v for v in n.inputs if v is not via and not v.is_constant
-                  and (v.producer is None or id(v.producer) not in {id(m) for m in members})]
+                  and (v.producer is None or id(v.producer) not in member_ids)]
         return not any(self.reaches(v, members) for v in others)
 
     def run(self) -> list[list[Node]]:
         order: list[list[Node]] = []
         for n in self.g.nodes:
-            target = None
-            if n.op.pattern in _CHAIN:
+            target = self.claimed.get(id(n))
+            if target is None and n.op.pattern in _CHAIN:
                 for v in n.inputs:
                     if v.producer is None or v.is_constant:
                         continue
@@ -133,14 +130,50 @@ class _Partition:
                         break
             if target is None:
                 target = []
-                self.anchor[id(target)] = n if n.op.pattern in (
-                    Pattern.OUT_FUSABLE, Pattern.REDUCTION, Pattern.OPAQUE) else None
+                anchored = n.op.pattern in (Pattern.OUT_FUSABLE, Pattern.REDUCTION,
+                                            Pattern.OPAQUE)
+                self.anchor[id(target)] = n if anchored else None
                 order.append(target)
                 if n.op.pattern is Pattern.REDUCTION:
                     self.absorb_prologue(n, target, order)
+                if n.op.pattern in (Pattern.OUT_FUSABLE, Pattern.REDUCTION):
+                    self.claim_epilogue(n, target)
             target.append(n)
             self.group_of[id(n)] = target
         return _sort_groups([m for m in order if m])
+
+    def claim_epilogue(self, anchor: Node, target: list[Node]) -> None:
+        """Reserve ``anchor``'s epilogue for ``target`` (see the module docstring)."""
+        if len(anchor.outputs) != 1:
+            return
+        out = anchor.outputs[0]
+        reached, stack = {}, [out]
+        while stack:                      # same-shape pointwise nodes reachable from out
+            for c in self.uses.get(id(stack.pop()), []):
+                if (id(c) not in reached and id(c) not in self.claimed
+                        and c.op.pattern in _POINTWISE and c.outputs[0].shape == out.shape):
+                    reached[id(c)] = c
+                    stack.append(c.outputs[0])
+        region: list[Node] = []
+        inside = {id(out)}
+        for c in sorted(reached.values(), key=lambda c: self.position[id(c)]):
+            if not any(id(v) in inside for v in c.inputs):
+                continue
+            others = [v for v in c.inputs if id(v) not in inside and not v.is_constant]
+            if any(self.reaches(v, [anchor, *region]) for v in others):
+                continue                  # it also needs something computed from the group
+            region.append(c)
+            inside.add(id(c.outputs[0]))
+        for k in range(len(region), 0, -1):
+            part = region[:k]
+            ids = {id(anchor)} | {id(c) for c in part}
+            exits = [v for v in [out, *(c.outputs[0] for c in part)]
+                     if id(v) in self.graph_outputs
+                     or any(id(c) not in ids for c in self.uses.get(id(v), []))]
+            if exits == [part[-1].outputs[0]]:
+                for c in part:
+                    self.claimed[id(c)] = target
+                return
 
     def absorb_prologue(self, n: Node, target: list[Node], order: list[list[Node]]) -> None:
         for v in n.inputs:
