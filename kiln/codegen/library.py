@@ -26,7 +26,9 @@ def use_all_cores() -> None:
     which on a 2-vCPU machine means one thread, with the main thread pinned to core 0. The pool
     reads the variable once, when it starts, so this runs when kiln is imported."""
     if "TVM_NUM_THREADS" not in os.environ:
-        os.environ["TVM_NUM_THREADS"] = str(len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else os.cpu_count() or 1
+        os.environ["TVM_NUM_THREADS"] = str(cores)
 
 
 use_all_cores()
@@ -164,9 +166,8 @@ def load(path: str | os.PathLike) -> Library:
             module = tvm.runtime.load_module(str(path))
             lib = Library(module)
     except Exception as e:   # TVM raises its own error types for bad files
-        raise KilnError(f"{path} is not a loadable kiln library: "
-                        f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
-                        ) from None
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise KilnError(f"{path} is not a loadable kiln library: {reason}") from None
     return lib
 
 

@@ -12,49 +12,47 @@ from kiln.schedules.compute import fastmath
 from kiln.schedules.compute.registry import NodeInfo, compute, const, shape_of
 
 
-def _reduce(n: NodeInfo, x: te.Tensor, kind: str) -> te.Tensor:
+def _reduce(n: NodeInfo, x: te.Tensor, reducer: Any, name: str) -> te.Tensor:
+    """``reducer`` (``te.sum`` or ``te.max``) over the node's axes, keeping dims if asked."""
     shape = shape_of(x)
     axes = reduce_axes(n.attrs, len(shape))
     rs = {a: te.reduce_axis((0, shape[a]), name=f"r{a}") for a in axes}
-    count = 1
-    for a in axes:
-        count *= shape[a]
 
     def source(*i: Any) -> list[Any]:
-        it = iter(i)
+        """The input index for output index ``i``: reduce axes where they were."""
+        out = iter(i)
         src = []
         for d in range(len(shape)):
             if d in rs:
                 src.append(rs[d])
                 if n.attrs.keepdims:
-                    next(it)
+                    next(out)             # the kept unit dim
             else:
-                src.append(next(it))
+                src.append(next(out))
         return src
 
-    axis_list = [rs[a] for a in axes]
-    if kind == "max":
-        return te.compute(n.shape, lambda *i: te.max(x(*source(*i)), axis=axis_list), name=n.name)
-    total = te.compute(n.shape, lambda *i: te.sum(x(*source(*i)), axis=axis_list),
-                       name=f"{n.name}_sum" if kind == "mean" else n.name)
-    if kind == "sum":
-        return total
-    return te.compute(n.shape, lambda *i: total(*i) / const(count, n.dtype), name=n.name)
+    return te.compute(n.shape, lambda *i: reducer(x(*source(*i)), axis=list(rs.values())),
+                      name=name)
 
 
 @compute("reduce_sum")
 def reduce_sum(n: NodeInfo, x: te.Tensor) -> te.Tensor:
-    return _reduce(n, x, "sum")
-
-
-@compute("reduce_mean")
-def reduce_mean(n: NodeInfo, x: te.Tensor) -> te.Tensor:
-    return _reduce(n, x, "mean")
+    return _reduce(n, x, te.sum, n.name)
 
 
 @compute("reduce_max")
 def reduce_max(n: NodeInfo, x: te.Tensor) -> te.Tensor:
-    return _reduce(n, x, "max")
+    return _reduce(n, x, te.max, n.name)
+
+
+@compute("reduce_mean")
+def reduce_mean(n: NodeInfo, x: te.Tensor) -> te.Tensor:
+    shape = shape_of(x)
+    count = 1
+    for a in reduce_axes(n.attrs, len(shape)):
+        count *= shape[a]
+    total = _reduce(n, x, te.sum, f"{n.name}_sum")
+    return te.compute(n.shape, lambda *i: total(*i) / const(count, n.dtype), name=n.name)
 
 
 def _without(i: tuple[Any, ...], axis: int) -> tuple[Any, ...]:
