@@ -46,8 +46,10 @@ def exp(x: tirx.PrimExpr) -> tirx.PrimExpr:
 
 
 def sigmoid(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``1 / (1 + e^-x)``, with x >= -80 so the result stays a normal float (it is below
+    2e-35 there: an absolute error no float32 consumer can see)."""
     one = _const(1.0, x)
-    return one / (one + exp(-x))
+    return one / (one + exp(-tirx.max(x, _const(-80.0, x))))
 
 
 def tanh(x: tirx.PrimExpr) -> tirx.PrimExpr:
@@ -57,7 +59,9 @@ def tanh(x: tirx.PrimExpr) -> tirx.PrimExpr:
         return tirx.tanh(x)
     ax = tirx.abs(x)
     one = _const(1.0, x)
-    t = one - _const(2.0, x) / (exp(ax * _const(2.0, x)) + one)
+    # tanh(9) = 1 - 3e-8: clamping there keeps 2 / (e^(2|x|) + 1) out of the denormal range,
+    # where every operation takes a slow microcode assist
+    t = one - _const(2.0, x) / (exp(tirx.min(ax, _const(9.0, x)) * _const(2.0, x)) + one)
     t = tirx.Select(ax < _const(0.02, x), ax * (one - ax * ax * _const(1.0 / 3.0, x)), t)
     return tirx.Select(x < _const(0.0, x), -t, t)
 
