@@ -223,3 +223,12 @@ def test_zero_dim_input_and_empty_result() -> None:
     assert_matches_reference(g, feeds)
     g = graph_of(lambda x: ops.slice(x, [7], [9], axes=[1]), ((3, 5), "float32"))
     assert assert_matches_reference(g)[0].shape == (3, 0)
+
+
+@pytest.mark.parametrize("op", ["tanh", "sigmoid", "erf", "gelu"])
+def test_saturating_functions_at_extreme_inputs(op: str) -> None:
+    x = np.concatenate([np.linspace(-100, 100, 401), [0.0, -0.0, 1e-8, -1e-8, 1e-3]])
+    x = x.astype(np.float32).reshape(1, -1)
+    g = graph_of(getattr(ops, op), (x.shape, "float32"))
+    out = assert_matches_reference(g, {"x0": x}, rtol=2e-6, atol=2e-7)
+    assert np.isfinite(out[0]).all()
