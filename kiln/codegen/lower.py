@@ -25,7 +25,13 @@ from kiln.ir.passes.fuse import Group
 from kiln.ir.types import format_shape, normalize_axis
 from kiln.schedules import x86
 from kiln.schedules.compute import COMPUTE, NodeInfo
-from kiln.schedules.compute.matmul import gemm_packed, pack_weight
+from kiln.schedules.compute.matmul import (
+    dense_operand,
+    gemm_padded,
+    matmul_operand,
+    pack_weight,
+    packed_operand,
+)
 from kiln.target import Target
 
 GEMM_OPS = ("matmul", "dense")
@@ -161,24 +167,41 @@ def build_te(group: Group, plan: SchedulePlan
     anchor_block = None
     for n in group.nodes:
         info = NodeInfo(n.attrs, tuple(o.type for o in n.outputs), names.fresh(n.name))
-        if n is anchor and packed_input is not None:
-            panels = pack_weight(plan.packed_weight, plan.knobs.nr)
-            bp = te.placeholder(panels.shape, packed_input.dtype.value,
-                                name=names.fresh(f"{packed_input.name}_packed"))
-            params.append(bp)
-            args.append(panels)
-            outs = gemm_packed(info, tensors[id(n.inputs[0])], bp)
+        ins = [tensors.get(id(v)) for v in n.inputs]      # None: the weight, packed below
+        if n is anchor and plan.template is Template.GEMM:
+            outs = _padded_gemm(n, info, ins, plan, names, params, args)
             anchor_block = outs.op.input_tensors[0].op.name    # the padded GEMM under the view
         else:
             if n.op.name not in COMPUTE:
                 raise ModelError(f"node {n.name}: op {n.op.name} has no TE compute yet")
-            outs = COMPUTE[n.op.name](info, *(tensors[id(v)] for v in n.inputs))
+            outs = COMPUTE[n.op.name](info, *ins)
             if n is anchor:
                 anchor_block = outs.op.name if isinstance(outs, te.Tensor) else None
         for o, t in zip(n.outputs, outs if isinstance(outs, tuple) else (outs,), strict=True):
             tensors[id(o)] = t
     func = te.create_prim_func([*params, *(tensors[id(v)] for v in group.outputs)])
     return func, args, anchor_block
+
+
+def _padded_gemm(n: Node, info: NodeInfo, ins: list, plan: SchedulePlan, names: _Names,
+                 params: list[te.Tensor], args: list[Value | np.ndarray]) -> te.Tensor:
+    """The anchor GEMM on the grid its cache tiles divide: M padded to a multiple of ``mc``,
+    and N to whole ``nr`` panels when the weight is packed (adding it as a parameter)."""
+    cfg = plan.knobs
+    shape = info.shape if len(info.shape) > 1 else (1, *info.shape)
+    k_extent = n.inputs[0].type.static_shape[-1]
+    if plan.packed_weight is not None:
+        panels = pack_weight(plan.packed_weight, cfg.nr)
+        bp = te.placeholder(panels.shape, n.inputs[1].dtype.value,
+                            name=names.fresh(f"{n.inputs[1].name}_packed"))
+        params.append(bp)
+        args.append(panels)
+        b_at, n_pad = packed_operand(bp), panels.shape[0] * cfg.nr
+    elif n.op.name == "matmul":
+        b_at, n_pad = matmul_operand(info.shape, ins[1]), shape[-1]
+    else:
+        b_at, n_pad = dense_operand(ins[1]), shape[-1]
+    return gemm_padded(info, ins[0], b_at, k_extent, x86.round_up(shape[-2], cfg.mc), n_pad)
 
 
 class _Names:

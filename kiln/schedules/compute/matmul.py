@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from tvm import te
+from tvm import te, tirx
 
 from kiln.schedules.compute.registry import NodeInfo, broadcast_index, compute, shape_of
 
@@ -24,39 +24,61 @@ def pack_weight(b_kn: np.ndarray, nr: int) -> np.ndarray:
     return np.ascontiguousarray(padded.reshape(k, panels, nr).transpose(1, 0, 2))
 
 
-def _gemm(shape: tuple[int, ...], name: str, a: te.Tensor, b_at: Any, k_extent: int) -> te.Tensor:
-    """``C[..., m, j] = sum_k A[..., m, k] * b_at(batch_index, k, j)``; A's batch dims broadcast."""
+def _gemm(shape: tuple[int, ...], name: str, a: te.Tensor, b_at: Any, k_extent: int,
+          rows: int | None = None) -> te.Tensor:
+    """``C[..., m, j] = sum_k A[..., m, k] * b_at(batch_index, k, j)``; A's batch dims
+    broadcast. With ``rows`` (< shape[-2]), rows past it re-read A's last row: a clamped index,
+    never a read out of bounds."""
     a_shape = shape_of(a)
     k = te.reduce_axis((0, k_extent), name="k")
 
     def f(*i: Any) -> Any:
-        a_idx = broadcast_index(a, shape[:-1] + (a_shape[-1],), i[:-1] + (k,))
+        lead = i[:-1] if rows is None else (*i[:-2], tirx.min(i[-2], rows - 1))
+        a_idx = broadcast_index(a, shape[:-1] + (a_shape[-1],), (*lead, k))
         return te.sum(a(*a_idx) * b_at(i[:-2], k, i[-1]), axis=k)
 
     return te.compute(shape, f, name=name)
 
 
+def matmul_operand(shape: tuple[int, ...], b: te.Tensor) -> Any:
+    """``B[batch..., k, j]`` of a matmul with output ``shape``, batch dims broadcast."""
+    b_shape = shape_of(b)
+    return lambda batch, k, j: b(*broadcast_index(b, shape[:-2] + b_shape[-2:], (*batch, k, j)))
+
+
+def dense_operand(w: te.Tensor) -> Any:
+    """``B[k, j] = W[j, k]`` of a dense layer (W is [N, K])."""
+    return lambda _batch, k, j: w(j, k)
+
+
+def packed_operand(bp: te.Tensor) -> Any:
+    """``B[k, j]`` read from panels ``Bp[j // nr, k, j % nr]``."""
+    nr = shape_of(bp)[2]
+    return lambda _batch, k, j: bp(j // nr, k, j % nr)
+
+
 @compute("matmul")
 def matmul(n: NodeInfo, a: te.Tensor, b: te.Tensor) -> te.Tensor:
-    shape = n.shape
-    b_shape = shape_of(b)
-
-    def b_at(batch: tuple[Any, ...], k: Any, j: Any) -> Any:
-        return b(*broadcast_index(b, shape[:-2] + b_shape[-2:], (*batch, k, j)))
-
-    return _gemm(shape, n.name, a, b_at, shape_of(a)[-1])
+    return _gemm(n.shape, n.name, a, matmul_operand(n.shape, b), shape_of(a)[-1])
 
 
 @compute("dense")
 def dense(n: NodeInfo, x: te.Tensor, w: te.Tensor) -> te.Tensor:
     """``y[..., j] = sum_k x[..., k] * w[j, k]`` (w is [N, K])."""
-    return _gemm(n.shape, n.name, x, lambda _batch, k, j: w(j, k), shape_of(x)[-1])
+    return _gemm(n.shape, n.name, x, dense_operand(w), shape_of(x)[-1])
 
 
-def gemm_packed(n: NodeInfo, a: te.Tensor, bp: te.Tensor) -> te.Tensor:
-    """The GEMM of ``a`` with a packed weight ``bp`` [P, K, nr]. All P * nr columns go to an
-    intermediate (the padding columns are discarded); the result is its [..., N] view."""
-    panels, k_extent, nr = shape_of(bp)
-    padded = n.shape[:-1] + (panels * nr,)
-    c = _gemm(padded, f"{n.name}_gemm", a, lambda _batch, k, j: bp(j // nr, k, j % nr), k_extent)
+def gemm_padded(n: NodeInfo, a: te.Tensor, b_at: Any, k_extent: int, m_pad: int,
+                n_pad: int) -> te.Tensor:
+    """The node's GEMM on a grid padded to [..., m_pad, n_pad], so that every register and
+    cache tile of the schedule is whole (no predicate in the inner loops). Rows past M re-read
+    A's last row; columns past N multiply the zero padding of a packed weight. The padded
+    result goes to an intermediate block named ``<node>_gemm``; the returned tensor is its
+    [..., M, N] view, so the padding is computed in registers but never stored."""
+    shape = n.shape if len(n.shape) > 1 else (1, *n.shape)     # x [K] @ W: one row
+    m = shape[-2]
+    c = _gemm((*shape[:-2], m_pad, n_pad), f"{n.name}_gemm", a, b_at, k_extent,
+              rows=m if m_pad > m else None)
+    if len(n.shape) == 1:
+        return te.compute(n.shape, lambda j: c(0, j), name=n.name)
     return te.compute(n.shape, lambda *i: c(*i), name=n.name)

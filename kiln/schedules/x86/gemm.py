@@ -41,15 +41,25 @@ def default_gemm_knobs(m: int, n: int, k: int, isa: Isa) -> CpuGemmKnobs:
 
     AVX-512: an 8 x 32 tile is 16 zmm accumulators + 2 of B + 1 broadcast of A = 19 of 32
     registers; AVX2: 6 x 16 is 12 ymm + 2 + 1 = 15 of 16. 16 / 12 independent FMA chains
-    cover the FMA latency (4 cycles) x issue width (2 per cycle).
+    cover the FMA latency (4 cycles) x issue width (2 per cycle). The cache tile takes 4 to 8
+    register tiles of rows (whichever pads M least: the padding rows are computed for nothing)
+    and up to 4 panels of columns (a divisor of the panel count, so no panel is partial).
     """
     lanes = isa.lanes("float32")
     nr = 2 * lanes if n > lanes else lanes
     mr = min(8 if isa is Isa.AVX512 else 6, m)
-    mc = mr * max(1, min(64 // mr, -(-m // mr)))
-    nc = nr * max(1, min(4, -(-n // nr)))     # 4 panels of K x nr: 128 KiB at K = 256, in L2
+    if m > 4 * mr:
+        mc = min((mr * t for t in range(8, 3, -1)), key=lambda c: round_up(m, c))
+    else:
+        mc = round_up(m, mr)
+    panels = -(-n // nr)
+    nc = nr * next(d for d in (4, 3, 2, 1) if panels % d == 0)
     ku = next(u for u in (8, 4, 2, 1) if k % u == 0)
     return CpuGemmKnobs(mr=mr, nr=nr, mc=mc, nc=nc, ku=ku)
+
+
+def round_up(x: int, tile: int) -> int:
+    return -(-x // tile) * tile
 
 
 def check_knobs(cfg: CpuGemmKnobs, isa: Isa) -> None:

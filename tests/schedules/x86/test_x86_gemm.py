@@ -11,15 +11,16 @@ from kiln.errors import KnobError
 from kiln.ir.ops.registry import NoAttrs
 from kiln.ir.types import TensorType
 from kiln.schedules.compute import NodeInfo
-from kiln.schedules.compute.matmul import gemm_packed, pack_weight
-from kiln.schedules.x86.gemm import CpuGemmKnobs, default_gemm_knobs, schedule_gemm
+from kiln.schedules.compute.matmul import gemm_padded, pack_weight, packed_operand
+from kiln.schedules.x86.gemm import CpuGemmKnobs, default_gemm_knobs, round_up, schedule_gemm
 from kiln.target import FIXED_TARGETS, Isa, host_target
 
 
 def build_gemm(m: int, n: int, k: int, cfg: CpuGemmKnobs, isa: Isa, relu: bool = True):
     a = te.placeholder((m, k), "float32", name="A")
     bp = te.placeholder((-(-n // cfg.nr), k, cfg.nr), "float32", name="Bp")
-    c = gemm_packed(NodeInfo(NoAttrs(), (TensorType((m, n), "float32"),), "C"), a, bp)
+    info = NodeInfo(NoAttrs(), (TensorType((m, n), "float32"),), "C")
+    c = gemm_padded(info, a, packed_operand(bp), k, round_up(m, cfg.mc), bp.shape[0] * cfg.nr)
     out = te.compute((m, n), lambda i, j: te.max(c[i, j], 0.0), name="relu") if relu else c
     sch = s_tir.Schedule(te.create_prim_func([a, bp, out]))
     schedule_gemm(sch, "C_gemm", cfg, isa)
