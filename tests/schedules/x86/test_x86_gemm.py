@@ -7,6 +7,8 @@ import pytest
 import tvm
 from tvm import s_tir, te
 
+import kiln
+from kiln import ops
 from kiln.errors import KnobError
 from kiln.ir.ops.registry import NoAttrs
 from kiln.ir.types import TensorType
@@ -74,3 +76,16 @@ def test_avx2_defaults_fit_sixteen_registers() -> None:
     isa = FIXED_TARGETS["x86-avx2"].isa
     cfg = default_gemm_knobs(128, 768, 768, isa)
     assert cfg.mr * cfg.nr // isa.lanes() + cfg.nr // isa.lanes() + 1 <= 16
+
+
+@pytest.mark.parametrize("m,n", [(197, 768), (77, 1000), (5, 45)])
+def test_ragged_packed_gemm_has_no_inner_predicate(m: int, n: int) -> None:
+    """M is padded to whole cache tiles and N to whole panels, so the GEMM block carries no
+    ``T.where``: only the store of the valid rows and columns is predicated."""
+    g = kiln.Graph()
+    g.output(ops.relu(ops.matmul(g.input("x", (m, 64), "float32"),
+                                 np.ones((64, n), np.float32))))
+    script = kiln.compile_stages(g).kernels[0].func.script()
+    gemm_block = script[script.index('T.sblock("matmul_gemm_update")'):]
+    gemm_block = gemm_block[:gemm_block.index("T.sblock", 10)]
+    assert "T.where" not in gemm_block
