@@ -93,8 +93,10 @@ register(OpDef("gelu", GeluAttrs, Pattern.ELEMENTWISE, _infer_gelu,
 
 
 def _int_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    q = np.abs(a) // np.abs(b)            # C semantics: truncate toward zero
-    return np.where((a < 0) ^ (b < 0), -q, q)
+    """C semantics (truncate toward zero); x / 0 is 0, as in NumPy."""
+    safe = np.where(b == 0, 1, b)
+    q = np.abs(a) // np.abs(safe)
+    return np.where(b == 0, 0, np.where((a < 0) ^ (safe < 0), -q, q))
 
 
 # name -> reference on NumPy arrays of the common dtype.

@@ -33,7 +33,10 @@ UNARY = {
 
 
 def _int_div(a: tirx.PrimExpr, b: tirx.PrimExpr) -> tirx.PrimExpr:
-    return tirx.truncdiv(a, b)
+    """C division (toward zero); x / 0 is 0, as NumPy gives, instead of a SIGFPE crash."""
+    zero = b == const(0, fastmath.dtype_of(b))
+    return tirx.Select(zero, const(0, fastmath.dtype_of(a)),
+                       tirx.truncdiv(a, tirx.Select(zero, const(1, fastmath.dtype_of(b)), b)))
 
 
 BINARY = {
