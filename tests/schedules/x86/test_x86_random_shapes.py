@@ -11,6 +11,9 @@ from kiln import ops
 from kiln.testing import assert_matches_reference
 
 dims = st.integers(min_value=1, max_value=40)
+# derandomized: CI sees the same cases every run (a failure reproduces); explore more locally
+# with a larger max_examples and derandomize=False
+SETTINGS = settings(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite
@@ -21,7 +24,7 @@ def broadcast_pair(draw) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return (shape, other) if draw(st.booleans()) else (other, shape)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(SETTINGS, max_examples=12)
 @given(shapes=broadcast_pair(), op=st.sampled_from(["add", "mul", "sub", "maximum"]),
        act=st.sampled_from(["relu", "tanh", "sigmoid", "gelu", "exp"]))
 def test_broadcast_chain(shapes, op: str, act: str) -> None:
@@ -31,7 +34,7 @@ def test_broadcast_chain(shapes, op: str, act: str) -> None:
     assert_matches_reference(g, rtol=2e-5, atol=2e-6)
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(SETTINGS, max_examples=10)
 @given(shape=st.lists(dims, min_size=2, max_size=3), data=st.data())
 def test_row_reductions(shape: list[int], data) -> None:
     axis = data.draw(st.integers(-len(shape), -1))
@@ -44,7 +47,7 @@ def test_row_reductions(shape: list[int], data) -> None:
     assert_matches_reference(g, rtol=1e-4, atol=1e-5)
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(SETTINGS, max_examples=10)
 @given(m=dims, n=dims, k=dims)
 def test_gemm_any_size(m: int, n: int, k: int) -> None:
     w = np.random.default_rng(1).standard_normal((k, n)).astype(np.float32)
