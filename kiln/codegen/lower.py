@@ -29,6 +29,7 @@ from kiln.schedules.compute.matmul import (
     dense_operand,
     gemm_padded,
     matmul_operand,
+    pack_at_runtime,
     pack_weight,
     packed_operand,
 )
@@ -57,6 +58,7 @@ class SchedulePlan:
     knobs: Any = None                       # CpuGemmKnobs / conv knobs, for GEMM and CONV2D
     row_rank: int = 0                       # ROW_REDUCTION: leading output axes that are rows
     packed_weight: np.ndarray | None = None  # GEMM: the [K, N] constant to pack into panels
+    pack_at_runtime: bool = False           # GEMM: pack a runtime B per task (N % nr != 0)
     notes: list[str] = field(default_factory=list)
 
 
@@ -100,6 +102,11 @@ def plan_schedule(group: Group, target: Target) -> SchedulePlan:
         if plan.packed_weight is not None:
             plan.notes.append(f"weight %{anchor.inputs[1].name} packed into "
                               f"{-(-n // knobs.nr)} panels of K x {knobs.nr}")
+        elif n % knobs.nr:
+            # a ragged N would leave a predicate in the vectorised inner loop (30x slower)
+            plan.pack_at_runtime = True
+            plan.notes.append(f"%{anchor.inputs[1].name} packed per task into K x "
+                              f"{knobs.nr} panels at run time (N={n} is not a multiple of nr)")
         return plan
     if anchor is not None and anchor.op.name == "conv2d":
         out = anchor.outputs[0].type
@@ -197,10 +204,14 @@ def _padded_gemm(n: Node, info: NodeInfo, ins: list, plan: SchedulePlan, names: 
         params.append(bp)
         args.append(panels)
         b_at, n_pad = packed_operand(bp), panels.shape[0] * cfg.nr
-    elif n.op.name == "matmul":
-        b_at, n_pad = matmul_operand(info.shape, ins[1]), shape[-1]
     else:
-        b_at, n_pad = dense_operand(ins[1]), shape[-1]
+        b_at = matmul_operand(info.shape, ins[1]) if n.op.name == "matmul" \
+            else dense_operand(ins[1])
+        n_pad = shape[-1]
+        if plan.pack_at_runtime:
+            bp = pack_at_runtime(b_at, shape[:-2], k_extent, shape[-1], cfg.nr, info.dtype,
+                                 names.fresh(f"{info.name}_pack"))
+            b_at, n_pad = packed_operand(bp), int(bp.shape[-3]) * cfg.nr
     return gemm_padded(info, ins[0], b_at, k_extent, x86.round_up(shape[-2], cfg.mc), n_pad)
 
 

@@ -52,9 +52,27 @@ def dense_operand(w: te.Tensor) -> Any:
 
 
 def packed_operand(bp: te.Tensor) -> Any:
-    """``B[k, j]`` read from panels ``Bp[j // nr, k, j % nr]``."""
-    nr = shape_of(bp)[2]
-    return lambda _batch, k, j: bp(j // nr, k, j % nr)
+    """``B[batch..., k, j]`` read from panels ``Bp[batch..., j // nr, k, j % nr]`` (a weight
+    packed at compile time has no batch dims)."""
+    nr = shape_of(bp)[-1]
+    batched = len(shape_of(bp)) > 3
+    return lambda batch, k, j: bp(*(batch if batched else ()), j // nr, k, j % nr)
+
+
+def pack_at_runtime(b_at: Any, batch: tuple[int, ...], k_extent: int, n_extent: int, nr: int,
+                    dtype: str, name: str) -> te.Tensor:
+    """The packing BLAS does at run time for an operand that is not a constant:
+    ``Bp[batch..., p, k, r] = B[batch..., k, p * nr + r]``, zero past N. The schedule packs
+    each task's panels just before the task uses them, so the copy costs 1 / mc of the FLOPs
+    and the inner loop gets whole, unit-stride panels whatever N is."""
+    panels = -(-n_extent // nr)
+
+    def f(*i: Any) -> Any:
+        *b, p, k, r = i
+        j = p * nr + r
+        return tirx.if_then_else(j < n_extent, b_at(tuple(b), k, j), tirx.const(0, dtype))
+
+    return te.compute((*batch, panels, k_extent, nr), f, name=name)
 
 
 @compute("matmul")

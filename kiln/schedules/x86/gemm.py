@@ -83,14 +83,17 @@ def schedule_gemm(sch: s_tir.Schedule, gemm: str, cfg: CpuGemmKnobs, isa: Isa) -
     pointwise epilogue (see the module docstring for the loop nest)."""
     check_knobs(cfg, isa)
     out_names = {block_name(sch, b) for b in output_blocks(sch)}
-    inline_pointwise(sch, keep={gemm})          # the epilogue becomes one block, reading C
+    # a producer of the GEMM block is B packed at run time (A is always a plain input)
+    packs = [block_name(sch, b) for b in sch.get_producers(sch.get_sblock(gemm))]
+    inline_pointwise(sch, keep={gemm, *packs})  # the epilogue becomes one block, reading C
     block = sch.get_sblock(gemm)
     *batch, m, n, k = sch.get_loops(block)
     mt, mo, mi = sch.split(m, [None, cfg.mc // cfg.mr, cfg.mr])
     nt, no, ni = sch.split(n, [None, cfg.nc // cfg.nr, cfg.nr])
     ko, ki = sch.split(k, [None, cfg.ku])
     sch.reorder(*batch, mt, nt, mo, no, ko, ki, mi, ni)
-    sch.parallel(sch.fuse(*batch, mt, nt))      # tasks write disjoint C tiles: no locks
+    task = sch.fuse(*batch, mt, nt)
+    sch.parallel(task)                          # tasks write disjoint C tiles: no locks
     sch.unroll(ki)
     sch.unroll(mi)
     sch.vectorize(ni)
@@ -105,4 +108,8 @@ def schedule_gemm(sch: s_tir.Schedule, gemm: str, cfg: CpuGemmKnobs, isa: Isa) -
     inner = sch.get_loops(out)[-1]
     if extent(sch, inner) > 1:
         sch.vectorize(inner)
+    for name in packs:                          # each task packs the panels it reads
+        pack = sch.get_sblock(name)
+        sch.compute_at(pack, task)
+        sch.vectorize(sch.get_loops(pack)[-1])
     sch.decompose_reduction(block, ko)          # zero the accumulators once, before the k loop

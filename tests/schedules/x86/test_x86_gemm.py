@@ -16,6 +16,7 @@ from kiln.schedules.compute import NodeInfo
 from kiln.schedules.compute.matmul import gemm_padded, pack_weight, packed_operand
 from kiln.schedules.x86.gemm import CpuGemmKnobs, default_gemm_knobs, round_up, schedule_gemm
 from kiln.target import FIXED_TARGETS, Isa, host_target
+from kiln.testing import assert_matches_reference
 
 
 def build_gemm(m: int, n: int, k: int, cfg: CpuGemmKnobs, isa: Isa, relu: bool = True):
@@ -85,7 +86,22 @@ def test_ragged_packed_gemm_has_no_inner_predicate(m: int, n: int) -> None:
     g = kiln.Graph()
     g.output(ops.relu(ops.matmul(g.input("x", (m, 64), "float32"),
                                  np.ones((64, n), np.float32))))
+    assert "T.where" not in _gemm_update_block(g)
+
+
+def _gemm_update_block(g: kiln.Graph) -> str:
     script = kiln.compile_stages(g).kernels[0].func.script()
-    gemm_block = script[script.index('T.sblock("matmul_gemm_update")'):]
-    gemm_block = gemm_block[:gemm_block.index("T.sblock", 10)]
-    assert "T.where" not in gemm_block
+    block = script[script.index('T.sblock("matmul_gemm_update")'):]
+    return block[:block.index("T.sblock", 10)]
+
+
+@pytest.mark.parametrize("t", [77, 100])
+def test_ragged_runtime_operand_is_packed_per_task(t: int) -> None:
+    """Attention scores at a sequence length that is no multiple of the tile: the runtime B is
+    packed into whole panels inside each task, so the inner loop carries no predicate."""
+    g = kiln.Graph()
+    q, k = g.input("q", (1, 3, t, 64), "float32"), g.input("k", (1, 3, 64, t), "float32")
+    g.output(ops.matmul(q, k))
+    assert "T.where" not in _gemm_update_block(g)
+    assert any("at run time" in note for note in kiln.compile_stages(g).kernels[0].notes)
+    assert_matches_reference(g, rtol=1e-4, atol=1e-4)
