@@ -43,28 +43,110 @@ def _apply(op: str, *xs: Operand, **attrs) -> Value:
     return outs[0]
 
 
-# -- elementwise --------------------------------------------------------------------------------
-def add(a: Operand, b: Operand) -> Value: return _apply("add", a, b)
-def sub(a: Operand, b: Operand) -> Value: return _apply("sub", a, b)
-def mul(a: Operand, b: Operand) -> Value: return _apply("mul", a, b)
-def div(a: Operand, b: Operand) -> Value: return _apply("div", a, b)
-def pow(a: Operand, b: Operand) -> Value: return _apply("pow", a, b)  # noqa: A001
-def maximum(a: Operand, b: Operand) -> Value: return _apply("maximum", a, b)
-def minimum(a: Operand, b: Operand) -> Value: return _apply("minimum", a, b)
-def equal(a: Operand, b: Operand) -> Value: return _apply("equal", a, b)
-def less(a: Operand, b: Operand) -> Value: return _apply("less", a, b)
-def greater(a: Operand, b: Operand) -> Value: return _apply("greater", a, b)
-def relu(x: Value) -> Value: return _apply("relu", x)
-def neg(x: Value) -> Value: return _apply("neg", x)
-def abs(x: Value) -> Value: return _apply("abs", x)  # noqa: A001
-def exp(x: Value) -> Value: return _apply("exp", x)
-def log(x: Value) -> Value: return _apply("log", x)
-def sqrt(x: Value) -> Value: return _apply("sqrt", x)
-def rsqrt(x: Value) -> Value: return _apply("rsqrt", x)
-def reciprocal(x: Value) -> Value: return _apply("reciprocal", x)
-def tanh(x: Value) -> Value: return _apply("tanh", x)
-def sigmoid(x: Value) -> Value: return _apply("sigmoid", x)
-def erf(x: Value) -> Value: return _apply("erf", x)
+# -- elementwise (binary ops broadcast as NumPy does) --------------------------------------------
+def add(a: Operand, b: Operand) -> Value:
+    """``a + b``, elementwise."""
+    return _apply("add", a, b)
+
+
+def sub(a: Operand, b: Operand) -> Value:
+    """``a - b``, elementwise."""
+    return _apply("sub", a, b)
+
+
+def mul(a: Operand, b: Operand) -> Value:
+    """``a * b``, elementwise."""
+    return _apply("mul", a, b)
+
+
+def div(a: Operand, b: Operand) -> Value:
+    """``a / b`` (integers truncate toward zero; x / 0 is 0), elementwise."""
+    return _apply("div", a, b)
+
+
+def pow(a: Operand, b: Operand) -> Value:  # noqa: A001
+    """``a ** b``, elementwise."""
+    return _apply("pow", a, b)
+
+
+def maximum(a: Operand, b: Operand) -> Value:
+    """``the larger of a and b``, elementwise."""
+    return _apply("maximum", a, b)
+
+
+def minimum(a: Operand, b: Operand) -> Value:
+    """``the smaller of a and b``, elementwise."""
+    return _apply("minimum", a, b)
+
+
+def equal(a: Operand, b: Operand) -> Value:
+    """``a == b`` (bool), elementwise."""
+    return _apply("equal", a, b)
+
+
+def less(a: Operand, b: Operand) -> Value:
+    """``a < b`` (bool), elementwise."""
+    return _apply("less", a, b)
+
+
+def greater(a: Operand, b: Operand) -> Value:
+    """``a > b`` (bool), elementwise."""
+    return _apply("greater", a, b)
+
+
+def relu(x: Value) -> Value:
+    """``max(x, 0)``, elementwise."""
+    return _apply("relu", x)
+
+
+def neg(x: Value) -> Value:
+    """``-x``, elementwise."""
+    return _apply("neg", x)
+
+
+def abs(x: Value) -> Value:  # noqa: A001
+    """``|x|``, elementwise."""
+    return _apply("abs", x)
+
+
+def exp(x: Value) -> Value:
+    """``e ** x``, elementwise."""
+    return _apply("exp", x)
+
+
+def log(x: Value) -> Value:
+    """The natural logarithm of x, elementwise."""
+    return _apply("log", x)
+
+
+def sqrt(x: Value) -> Value:
+    """The square root of x, elementwise."""
+    return _apply("sqrt", x)
+
+
+def rsqrt(x: Value) -> Value:
+    """``1 / sqrt(x)``, elementwise."""
+    return _apply("rsqrt", x)
+
+
+def reciprocal(x: Value) -> Value:
+    """``1 / x``, elementwise."""
+    return _apply("reciprocal", x)
+
+
+def tanh(x: Value) -> Value:
+    """The hyperbolic tangent of x, elementwise."""
+    return _apply("tanh", x)
+
+
+def sigmoid(x: Value) -> Value:
+    """``1 / (1 + e ** -x)``, elementwise."""
+    return _apply("sigmoid", x)
+
+
+def erf(x: Value) -> Value:
+    """The error function of x, elementwise."""
+    return _apply("erf", x)
 
 
 def gelu(x: Value, approximate: str = "none") -> Value:
@@ -73,10 +155,12 @@ def gelu(x: Value, approximate: str = "none") -> Value:
 
 
 def cast(x: Value, dtype: object) -> Value:
+    """``x`` converted to ``dtype`` (floats to integers truncate toward zero)."""
     return _apply("cast", x, dtype=dtype)
 
 
 def where(cond: Value, a: Operand, b: Operand) -> Value:
+    """``a`` where ``cond`` is true, else ``b``; all three broadcast."""
     g = _graph_of(cond, a, b)
     like = next((x for x in (a, b) if isinstance(x, Value)), None)
     return g.add("where", [_lift(g, cond), _lift(g, a, like), _lift(g, b, like)])[0]
@@ -110,15 +194,18 @@ def conv2d(x: Value, w: Operand, stride: int | Sequence[int] = 1,
 
 # -- data movement ------------------------------------------------------------------------------
 def reshape(x: Value, shape: Sequence[int | str]) -> Value:
+    """``x`` with a new shape of the same size; one dim may be -1 (inferred)."""
     return _apply("reshape", x, shape=tuple(shape))
 
 
 def transpose(x: Value, perm: Sequence[int] | None = None) -> Value:
+    """``x`` with its axes permuted (``np.transpose``); no ``perm`` reverses them."""
     perm = tuple(reversed(range(x.type.rank))) if perm is None else tuple(perm)
     return _apply("transpose", x, perm=perm)
 
 
 def concat(xs: Sequence[Value], axis: int) -> Value:
+    """The tensors ``xs`` joined along ``axis``."""
     return _apply("concat", *xs, axis=axis)
 
 
@@ -134,6 +221,8 @@ def split(x: Value, sizes: int | Sequence[int], axis: int = 0) -> list[Value]:
 
 def slice(x: Value, starts: Sequence[int], ends: Sequence[int],  # noqa: A001
           axes: Sequence[int] | None = None, steps: Sequence[int] | None = None) -> Value:
+    """Python slicing ``x[starts[i]:ends[i]:steps[i]]`` along ``axes[i]`` (default: the
+    leading axes), with Python's clamping of out-of-range bounds."""
     axes = tuple(range(len(starts))) if axes is None else tuple(axes)
     return _apply("slice", x, axes=axes, starts=tuple(starts), ends=tuple(ends),
                   steps=None if steps is None else tuple(steps))
@@ -151,21 +240,27 @@ def _axes(axes: int | Sequence[int] | None) -> tuple[int, ...] | None:
 
 
 def sum(x: Value, axes: int | Sequence[int] | None = None, keepdims: bool = False) -> Value:  # noqa: A001
+    """The sum over ``axes`` (all when None)."""
     return _apply("reduce_sum", x, axes=_axes(axes), keepdims=keepdims)
 
 
 def mean(x: Value, axes: int | Sequence[int] | None = None, keepdims: bool = False) -> Value:
+    """The mean over ``axes`` (all when None)."""
     return _apply("reduce_mean", x, axes=_axes(axes), keepdims=keepdims)
 
 
 def max(x: Value, axes: int | Sequence[int] | None = None, keepdims: bool = False) -> Value:  # noqa: A001
+    """The maximum over ``axes`` (all when None)."""
     return _apply("reduce_max", x, axes=_axes(axes), keepdims=keepdims)
 
 
 def softmax(x: Value, axis: int = -1) -> Value:
+    """``exp(x) / sum(exp(x))`` along ``axis``, computed with the row max subtracted."""
     return _apply("softmax", x, axis=axis)
 
 
 def layer_norm(x: Value, gamma: Operand, beta: Operand, axis: int = -1,
                epsilon: float = 1e-5) -> Value:
+    """``(x - mean) / sqrt(var + epsilon) * gamma + beta`` over axes ``[axis, rank)``; gamma
+    and beta have shape ``x.shape[axis:]``."""
     return _apply("layer_norm", x, gamma, beta, axis=axis, epsilon=epsilon)
