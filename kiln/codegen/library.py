@@ -18,6 +18,8 @@ from tvm import relax
 
 from kiln.codegen.assemble import META_FUNC
 from kiln.errors import InputError, KilnError
+from kiln.ir.interpreter import check_inputs
+from kiln.ir.types import TensorType
 
 
 def use_all_cores() -> None:
@@ -103,25 +105,11 @@ class Library:
             if k in feeds:
                 raise InputError(f"input {k!r} given twice")
             feeds[k] = v
-        names = [s.name for s in self.inputs]
-        unknown = [k for k in feeds if k not in names]
-        missing = [n for n in names if n not in feeds]
-        if unknown or missing:
-            parts = ([f"unknown input(s) {', '.join(map(repr, unknown))}"] if unknown else []) + \
-                    ([f"missing input(s) {', '.join(map(repr, missing))}"] if missing else [])
-            raise InputError("; ".join(parts) + f"; {self.name} takes "
-                             + ", ".join(map(str, self.inputs)))
+        arrays = check_inputs([(s.name, TensorType.of(s.shape, s.dtype)) for s in self.inputs],
+                              feeds)
         out = []
         for spec in self.inputs:
-            arr = feeds[spec.name]
-            if not isinstance(arr, np.ndarray):
-                arr = np.asarray(arr)
-            if arr.dtype != np.dtype(spec.dtype):
-                raise InputError(f"input {spec.name!r}: expected dtype {spec.dtype}, "
-                                 f"got {arr.dtype}")
-            if arr.shape != spec.shape:
-                raise InputError(f"input {spec.name!r}: expected shape {list(spec.shape)}, "
-                                 f"got {list(arr.shape)}")
+            arr = arrays[spec.name]
             # np.ascontiguousarray would turn a 0-d array into a 1-d one
             arr = arr if arr.flags.c_contiguous else arr.copy(order="C")
             out.append(tvm.runtime.tensor(arr, self._device))

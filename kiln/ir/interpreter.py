@@ -5,42 +5,46 @@ It is the oracle every kernel, pass and compiled library is tested against.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from kiln.errors import InputError, ModelError
 from kiln.ir.graph import Graph
+from kiln.ir.types import TensorType
 
 
-def check_inputs(g: Graph, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Validate names, dtypes and (non-symbolic) dims; errors name the input."""
-    expected = {v.name: v for v in g.inputs}
-    unknown = sorted(set(inputs) - set(expected))
-    missing = [n for n in expected if n not in inputs]
+def check_inputs(expected: Sequence[tuple[str, TensorType]],
+                 inputs: Mapping[str, object]) -> dict[str, np.ndarray]:
+    """Validate feeds against ``(name, type)`` pairs: names, dtypes and dims (a symbolic dim
+    must have one size across inputs). Errors name the input; returns the arrays by name."""
+    names = [name for name, _ in expected]
+    unknown = sorted(set(inputs) - set(names))
+    missing = [n for n in names if n not in inputs]
     if unknown or missing:
         parts = []
         if missing:
             parts.append("missing input(s) " + ", ".join(repr(n) for n in missing))
         if unknown:
             parts.append("unknown input(s) " + ", ".join(repr(n) for n in unknown))
-        raise InputError("; ".join(parts) + f" (expected {', '.join(map(repr, expected))})")
+        raise InputError("; ".join(parts) + " (expected "
+                         + ", ".join(f"{n}: {t}" for n, t in expected) + ")")
     out = {}
     symbols: dict[str, int] = {}
-    for name, v in expected.items():
+    for name, ty in expected:
         arr = np.asarray(inputs[name])
-        if arr.dtype != v.dtype.np:
-            raise InputError(f"input {name!r}: expected dtype {v.dtype}, got {arr.dtype}")
-        if arr.ndim != v.type.rank:
-            raise InputError(f"input {name!r}: expected shape {list(v.shape)}, "
+        if arr.dtype != ty.dtype.np:
+            raise InputError(f"input {name!r}: expected dtype {ty.dtype}, got {arr.dtype}")
+        if arr.ndim != ty.rank:
+            raise InputError(f"input {name!r}: expected shape {list(ty.shape)}, "
                              f"got {list(arr.shape)}")
-        for want, got in zip(v.shape, arr.shape, strict=True):
+        for want, got in zip(ty.shape, arr.shape, strict=True):
             if isinstance(want, str):
                 if symbols.setdefault(want, got) != got:
                     raise InputError(f"input {name!r}: dim {want!r} is {got} here but "
                                      f"{symbols[want]} in another input")
             elif want != got:
-                raise InputError(f"input {name!r}: expected shape {list(v.shape)}, "
+                raise InputError(f"input {name!r}: expected shape {list(ty.shape)}, "
                                  f"got {list(arr.shape)}")
         out[name] = arr
     return out
@@ -49,7 +53,7 @@ def check_inputs(g: Graph, inputs: Mapping[str, np.ndarray]) -> dict[str, np.nda
 def run_reference(g: Graph, inputs: Mapping[str, np.ndarray] | None = None,
                   **kwargs: np.ndarray) -> list[np.ndarray]:
     """Run ``g`` with NumPy; returns the outputs in graph-output order."""
-    feeds = check_inputs(g, {**(inputs or {}), **kwargs})
+    feeds = check_inputs([(v.name, v.type) for v in g.inputs], {**(inputs or {}), **kwargs})
     env: dict[int, np.ndarray] = {id(v): feeds[v.name] for v in g.inputs}
 
     def get(v) -> np.ndarray:
