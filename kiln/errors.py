@@ -26,3 +26,10 @@ class KnobError(KilnError):
 
 class InternalError(KilnError):
     """An invariant inside kiln is broken: please report it as a bug."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first non-blank line of an exception's message (TVM and onnx errors run long),
+    or its type name when the message is empty: for one-line errors."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__

@@ -17,7 +17,7 @@ import tvm
 from tvm import relax
 
 from kiln.codegen.assemble import META_FUNC
-from kiln.errors import InputError, KilnError
+from kiln.errors import InputError, KilnError, first_line
 from kiln.ir.interpreter import check_inputs
 from kiln.ir.types import TensorType
 
@@ -154,8 +154,7 @@ def load(path: str | os.PathLike) -> Library:
             module = tvm.runtime.load_module(str(path))
             lib = Library(module)
     except Exception as e:   # TVM raises its own error types for bad files
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise KilnError(f"{path} is not a loadable kiln library: {reason}") from None
+        raise KilnError(f"{path} is not a loadable kiln library: {first_line(e)}") from None
     return lib
 
 

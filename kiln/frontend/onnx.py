@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from kiln.errors import ModelError
+from kiln.errors import ModelError, first_line
 from kiln.ir.dtype import DType
 from kiln.ir.graph import Graph, Value
 from kiln.ir.ops.registry import get_op
@@ -53,11 +53,6 @@ def _dtype(elem_type: int, what: str) -> DType:
         name = TensorProto.DataType.Name(elem_type) if known else str(elem_type)
         raise ModelError(f"{what} has ONNX dtype {name}, which kiln does not support")
     return DTYPES[elem_type]
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[0] if lines else type(e).__name__
 
 
 # -- conversion context -----------------------------------------------------------------------
@@ -667,7 +662,7 @@ def _load(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     try:
         return onnx.load(os.fspath(model))
     except Exception as e:  # protobuf and I/O errors alike mean "unreadable"
-        raise ModelError(f"cannot read ONNX model {os.fspath(model)}: {_first_line(e)}") from e
+        raise ModelError(f"cannot read ONNX model {os.fspath(model)}: {first_line(e)}") from e
 
 
 def _validate(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -676,11 +671,11 @@ def _validate(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception as e:  # InferenceError, or protobuf errors
-        raise ModelError(f"ONNX shape inference failed: {_first_line(e)}") from e
+        raise ModelError(f"ONNX shape inference failed: {first_line(e)}") from e
     try:
         onnx.checker.check_model(inferred)
     except Exception as e:  # ValidationError
-        raise ModelError(f"invalid ONNX model: {_first_line(e)}") from e
+        raise ModelError(f"invalid ONNX model: {first_line(e)}") from e
     return inferred
 
 
