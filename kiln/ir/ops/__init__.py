@@ -1,6 +1,16 @@
 """kiln's op vocabulary. Importing this package registers every op family."""
 
-from kiln.ir.ops import conv, elementwise, matmul, movement, reduce  # noqa: F401  (registration)
+from kiln.ir.ops import (  # noqa: F401  (registration)
+    conv,
+    elementwise,
+    indexing,
+    matmul,
+    movement,
+    nn,
+    quant,
+    reduce,
+    rnn,
+)
 from kiln.ir.ops.registry import OPS, NoAttrs, OpDef, Pattern, get_op, register
 
 __all__ = ["OPS", "NoAttrs", "OpDef", "Pattern", "get_op", "register"]

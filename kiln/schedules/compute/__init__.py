@@ -4,7 +4,17 @@
 ``NodeInfo`` (attributes, output types, a block name) and inputs are ``te.Tensor``s.
 """
 
-from kiln.schedules.compute import conv, elementwise, matmul, movement, reduce  # noqa: F401
+from kiln.schedules.compute import (  # noqa: F401  (registration)
+    conv,
+    elementwise,
+    indexing,
+    matmul,
+    movement,
+    nn,
+    quant,
+    reduce,
+    rnn,
+)
 from kiln.schedules.compute.registry import COMPUTE, NodeInfo
 
 __all__ = ["COMPUTE", "NodeInfo"]

@@ -1,0 +1,201 @@
+"""The ONNX importer: ``import_onnx`` turns an ONNX model into a kiln ``Graph``.
+
+The model goes through ONNX shape inference (which fills in output shapes that some exporters
+leave out) and ``onnx.checker``; then every node goes through the converter registered for its
+op type with ``@onnx_op("OpType")`` (in ``kiln.frontend.onnx.ops``), which reads the node's
+attributes with the defaults of the model's opset and emits kiln ops.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+
+import onnx
+from onnx import TensorProto, numpy_helper
+
+from kiln.errors import ModelError, first_line
+from kiln.frontend.onnx.context import (
+    CONVERTERS,
+    DEFAULT_DOMAINS,
+    DTYPES,
+    Context,
+    onnx_dtype,
+    op_key,
+)
+from kiln.ir.graph import Graph, Value
+from kiln.ir.types import Dim, TensorType, format_shape
+
+
+# -- the importer -------------------------------------------------------------------------------
+def _load(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
+    if isinstance(model, onnx.ModelProto):
+        return model
+    try:
+        return onnx.load(os.fspath(model))
+    except Exception as e:  # protobuf and I/O errors alike mean "unreadable"
+        raise ModelError(f"cannot read ONNX model {os.fspath(model)}: {first_line(e)}") from e
+
+
+def _validate(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Shape inference first: it fills in output shapes that exporters leave out and that
+    onnx's checker requires (onnxruntime accepts such models, so kiln does too)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception as e:  # InferenceError, or protobuf errors
+        raise ModelError(f"ONNX shape inference failed: {first_line(e)}") from e
+    try:
+        onnx.checker.check_model(inferred)
+    except Exception as e:  # ValidationError
+        raise ModelError(f"invalid ONNX model: {first_line(e)}") from e
+    return inferred
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in DEFAULT_DOMAINS:
+            return imp.version
+    raise ModelError("the model imports no opset of the default ONNX domain")
+
+
+def _unsupported(graph: onnx.GraphProto) -> None:
+    missing: dict[str, list[str]] = {}
+    for i, node in enumerate(graph.node):
+        key = op_key(node)
+        if key not in CONVERTERS:
+            missing.setdefault(key, []).append(_label(node, i))
+    if missing:
+        parts = [f"{op} (node{'s' if len(names) > 1 else ''} {', '.join(names)})"
+                 for op, names in missing.items()]
+        raise ModelError("unsupported ONNX ops: " + "; ".join(parts))
+
+
+def _label(node: onnx.NodeProto, index: int) -> str:
+    return node.name or f"#{index}"
+
+
+def _input_type(vi: onnx.ValueInfoProto, fixed: Sequence[int] | None) -> TensorType:
+    if not vi.type.HasField("tensor_type"):
+        raise ModelError(f"input {vi.name!r} is not a tensor; kiln takes tensor inputs only")
+    tt = vi.type.tensor_type
+    dtype = onnx_dtype(tt.elem_type, f"input {vi.name!r}")
+    if not tt.HasField("shape"):
+        raise ModelError(f"input {vi.name!r} has no shape (its rank is unknown)")
+    shape: list[Dim] = []
+    for axis, d in enumerate(tt.shape.dim):
+        if d.HasField("dim_value"):
+            shape.append(d.dim_value)
+        else:   # a named symbolic dim, or an anonymous one that gets a name of its own
+            shape.append(d.dim_param or f"{vi.name}_dim{axis}")
+    if fixed is not None:
+        fixed = tuple(int(d) for d in fixed)
+        if len(fixed) != len(shape) or any(isinstance(a, int) and a != b
+                                           for a, b in zip(shape, fixed, strict=True)):
+            raise ModelError(f"input {vi.name!r} has shape {format_shape(shape)}; input_shapes "
+                             f"gives {format_shape(fixed)}")
+        shape = list(fixed)
+    return TensorType.of(shape, dtype)
+
+
+def _check_declared(vi: onnx.ValueInfoProto, v: Value) -> None:
+    """Warn when the model's declared output type disagrees with what kiln inferred."""
+    if not vi.type.HasField("tensor_type"):
+        return
+    tt = vi.type.tensor_type
+    dtype_ok = not tt.elem_type or DTYPES.get(tt.elem_type) == v.dtype
+    shape_ok, declared = True, "?"
+    if tt.HasField("shape"):
+        dims: list[Dim] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                           for d in tt.shape.dim]
+        declared = format_shape(dims)
+        shape_ok = len(dims) == v.type.rank and not any(
+            isinstance(a, int) and isinstance(b, int) and a != b
+            for a, b in zip(dims, v.shape, strict=True))
+    if not (dtype_ok and shape_ok):
+        dt = TensorProto.DataType.Name(tt.elem_type) if tt.elem_type else "?"
+        warnings.warn(f"ONNX output {vi.name!r}: the model declares {dt}{declared} but kiln "
+                      f"infers {v.type}; using kiln's", stacklevel=3)
+
+
+def _declare(ctx: Context, onnx_graph: onnx.GraphProto,
+             input_shapes: Mapping[str, Sequence[int]]) -> None:
+    """Graph inputs (those that are not initializers) and initializers, as kiln values."""
+    g, fixed = ctx.graph, dict(input_shapes)
+    initializers = {t.name: t for t in onnx_graph.initializer}
+    for vi in onnx_graph.input:
+        if vi.name in initializers:
+            continue
+        t = _input_type(vi, fixed.pop(vi.name, None))
+        ctx.values[vi.name] = g.input(vi.name, t.shape, t.dtype)
+    if fixed:
+        raise ModelError(f"input_shapes names unknown input(s) {sorted(fixed)}")
+    for name, t in initializers.items():
+        try:
+            dtype = onnx_dtype(t.data_type, f"initializer {name!r}")
+        except ModelError as e:    # only an error if some node reads it
+            ctx.unusable[name] = str(e)
+            continue
+        ctx.values[name] = g.constant(numpy_helper.to_array(t), name=name, dtype=dtype)
+    for t in onnx_graph.sparse_initializer:
+        ctx.unusable[t.values.name] = f"sparse initializer {t.values.name!r} is not supported"
+
+
+def _convert(ctx: Context, node: onnx.NodeProto, used: set[str]) -> None:
+    """Run ``node``'s converter and bind its ONNX outputs to the kiln values it returns."""
+    ctx.begin(node)
+    outs = CONVERTERS[op_key(node)](node, ctx)
+    for k, name in enumerate(node.output):
+        if not name:
+            continue
+        if k >= len(outs):
+            if name in used:
+                raise ModelError(f"output {k} ({name!r}) is not supported")
+            continue
+        v = outs[k]
+        if id(v) in ctx.created and v.name != name:
+            _rename(ctx, v, name)
+        ctx.values[name] = v
+
+
+def _rename(ctx: Context, v: Value, name: str) -> None:
+    """Give ``v`` the ONNX tensor name, so printed graphs read like the model; a value made
+    for the same node that took the name first (Gemm's dense before its bias add) yields it."""
+    holder = next((c for c in ctx.created.values() if c.name == name), None)
+    if holder is None:
+        v.name = ctx.graph.unique_name(name)
+        return
+    op = holder.producer.op.name if holder.producer is not None else "const"
+    holder.name = ctx.graph.unique_name(f"{name}.{op}")
+    v.name = name
+
+
+def import_onnx(model: str | os.PathLike | onnx.ModelProto,
+                input_shapes: Mapping[str, Sequence[int]] | None = None) -> Graph:
+    """Import an ONNX model (a file path or a ``ModelProto``) as a kiln ``Graph``.
+
+    Graph inputs keep their ONNX names and symbolic dims (``dim_param``); ``input_shapes``
+    fixes input shapes before conversion, which models that compute on their own shapes
+    (``Shape`` of a symbolic dim) need. Raises ``ModelError`` for invalid models, for every
+    unsupported op at once, and for attribute values kiln cannot express.
+    """
+    proto = _validate(_load(model))
+    opset = _opset(proto)
+    onnx_graph = proto.graph
+    _unsupported(onnx_graph)
+
+    ctx = Context(Graph(onnx_graph.name or "main"), opset)
+    _declare(ctx, onnx_graph, input_shapes or {})
+    used = {name for n in onnx_graph.node for name in n.input}
+    used.update(o.name for o in onnx_graph.output)
+    for i, node in enumerate(onnx_graph.node):
+        try:
+            _convert(ctx, node, used)
+        except ModelError as e:
+            raise ModelError(f"ONNX node {_label(node, i)} ({node.op_type}, opset {opset}): "
+                             f"{e}") from None
+    for vi in onnx_graph.output:
+        v = ctx.value(vi.name)
+        ctx.graph.output(v)
+        _check_declared(vi, v)
+    return ctx.graph

@@ -1,0 +1,1 @@
+"""Quantized ops: QuantizeLinear, DequantizeLinear, integer GEMM and convolution."""

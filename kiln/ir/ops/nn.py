@@ -1,0 +1,1 @@
+"""Pooling, normalisation, padding and resizing ops."""

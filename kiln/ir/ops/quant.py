@@ -1,0 +1,1 @@
+"""int8 quantization ops: quantize, dequantize, integer GEMM and convolution."""

@@ -1,0 +1,1 @@
+"""Recurrent ops: LSTM and GRU."""

@@ -1,0 +1,2 @@
+"""TE compute of index-driven ops: gather/scatter variants, top-k, arg-reductions,
+cumulative sums, one-hot."""

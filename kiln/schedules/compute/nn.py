@@ -1,0 +1,1 @@
+"""TE compute of pooling, normalisation, padding and resizing ops."""

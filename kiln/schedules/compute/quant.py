@@ -1,0 +1,1 @@
+"""TE compute of int8 quantization ops: quantize, dequantize, integer GEMM and convolution."""

@@ -1,0 +1,1 @@
+"""TE compute of recurrent ops: LSTM and GRU."""
