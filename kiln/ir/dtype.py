@@ -16,8 +16,11 @@ class DType(str, Enum):
     int8 = "int8"
     uint8 = "uint8"
     int16 = "int16"
+    uint16 = "uint16"
     int32 = "int32"
+    uint32 = "uint32"
     int64 = "int64"
+    uint64 = "uint64"
     bool = "bool"
 
     @property
@@ -27,6 +30,20 @@ class DType(str, Enum):
     @property
     def is_float(self) -> bool:
         return self.value.startswith("float")
+
+    @property
+    def is_int(self) -> bool:
+        """A signed or unsigned integer (not bool)."""
+        return self.value.startswith(("int", "uint"))
+
+    @property
+    def is_unsigned(self) -> bool:
+        return self.value.startswith("uint")
+
+    @property
+    def bits(self) -> int:
+        """Storage bits of one element (8 for bool, as NumPy and TVM store it)."""
+        return self.np.itemsize * 8
 
     @property
     def short(self) -> str:

@@ -33,6 +33,9 @@ DTYPES: dict[int, DType] = {
     TensorProto.INT16: DType.int16,
     TensorProto.INT32: DType.int32,
     TensorProto.INT64: DType.int64,
+    TensorProto.UINT16: DType.uint16,
+    TensorProto.UINT32: DType.uint32,
+    TensorProto.UINT64: DType.uint64,
     TensorProto.BOOL: DType.bool,
 }
 DEFAULT_DOMAINS = ("", "ai.onnx")
