@@ -21,6 +21,7 @@ from kiln.errors import ModelError
 from kiln.ir.graph import Node, Value
 from kiln.ir.ops.reduce import reduce_axes
 from kiln.ir.ops.registry import Pattern
+from kiln.ir.ops.rnn import RECURRENT_OPS
 from kiln.ir.passes.fuse import Group
 from kiln.ir.types import format_shape, normalize_axis
 from kiln.schedules import x86
@@ -46,6 +47,7 @@ class Template(Enum):
     ROW_REDUCTION = "row reduction"
     GENERIC_REDUCTION = "generic reduction"
     INJECTIVE = "injective"
+    RECURRENCE = "recurrence"
 
 
 @dataclass
@@ -92,6 +94,10 @@ def plan_schedule(group: Group, target: Target) -> SchedulePlan:
     """Pick the template from the group's anchor, with default knobs for its shape."""
     anchor, isa = group.anchor, target.isa
     dtype = group.outputs[0].dtype.value
+    if anchor is not None and anchor.op.name in RECURRENT_OPS:
+        return SchedulePlan(Template.RECURRENCE, target, dtype, notes=[
+            f"{anchor.op.name}: time loop written scheduled (parallel over directions x batch, "
+            "vectorised matvec and gate math)"])
     if anchor is not None and anchor.op.name in GEMM_OPS:
         a, out = anchor.inputs[0].type.static_shape, anchor.outputs[0].type.static_shape
         m, n, k = (out[-2] if len(out) > 1 else 1), out[-1], a[-1]
@@ -249,6 +255,8 @@ def apply_schedule(func: tirx.PrimFunc, plan: SchedulePlan,
         x86.schedule_row_reduction(sch, plan.row_rank, lanes)
     elif plan.template is Template.GENERIC_REDUCTION:
         x86.schedule_generic_reduction(sch, lanes)
+    elif plan.template is Template.RECURRENCE:
+        pass    # an extern kernel whose loops its compute writes scheduled (compute/rnn.py)
     else:
         x86.schedule_injective(sch, lanes)
     return sch.mod["main"]
