@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import tvm
-from tvm import relax
+from tvm import relax, tirx
 
 from kiln.codegen.lower import Kernel
 from kiln.ir.graph import Graph, Value
@@ -17,14 +17,24 @@ META_FUNC = "kiln_meta"
 
 
 def signature(g: Graph) -> dict:
-    def describe(v: Value) -> dict:
-        return {"name": v.name, "shape": list(v.type.static_shape), "dtype": v.dtype.value}
+    def describe(v: Value) -> dict:   # symbolic dims stay names: "seq"
+        return {"name": v.name, "shape": list(v.shape), "dtype": v.dtype.value}
     return {"format": 1, "name": g.name, "inputs": [describe(v) for v in g.inputs],
             "outputs": [describe(v) for v in g.outputs]}
 
 
-def _tensor_type(v: Value) -> relax.TensorType:
-    return relax.TensorType(v.type.static_shape, v.dtype.value)
+class _Types:
+    """Relax tensor types of the graph's values; a symbolic dim is one int64 shape variable
+    across the whole function, so the VM checks that inputs agree on it and sizes each
+    intermediate from it."""
+
+    def __init__(self) -> None:
+        self.syms: dict[str, tirx.Var] = {}
+
+    def __call__(self, v: Value) -> relax.TensorType:
+        shape = [d if isinstance(d, int) else self.syms.setdefault(d, tirx.Var(d, "int64"))
+                 for d in v.shape]
+        return relax.TensorType(shape, v.dtype.value)
 
 
 def _const(arr: np.ndarray) -> relax.Constant:
@@ -34,6 +44,7 @@ def _const(arr: np.ndarray) -> relax.Constant:
 
 def assemble(g: Graph, kernels: list[Kernel]) -> tvm.IRModule:
     bb = relax.BlockBuilder()
+    _tensor_type = _Types()
     gvars = {k.name: bb.add_func(k.func, k.name) for k in kernels}
     params = [relax.Var(v.name, _tensor_type(v)) for v in g.inputs]
     env: dict[int, relax.Expr] = {id(v): p for v, p in zip(g.inputs, params, strict=True)}

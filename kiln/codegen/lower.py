@@ -10,7 +10,7 @@ Each stage's result is kept on the ``Kernel`` so ``kiln inspect`` can print it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -19,11 +19,11 @@ from tvm import s_tir, te, tirx
 
 from kiln.errors import ModelError
 from kiln.ir.graph import Node, Value
-from kiln.ir.ops.reduce import reduce_axes
+from kiln.ir.ops.reduce import AXIS_REDUCTIONS, reduce_axes
 from kiln.ir.ops.registry import Pattern
 from kiln.ir.ops.rnn import RECURRENT_OPS
 from kiln.ir.passes.fuse import Group
-from kiln.ir.types import format_shape, normalize_axis
+from kiln.ir.types import Dim, format_shape, normalize_axis
 from kiln.schedules import x86
 from kiln.schedules.compute import COMPUTE, NodeInfo
 from kiln.schedules.compute.matmul import (
@@ -34,6 +34,7 @@ from kiln.schedules.compute.matmul import (
     pack_weight,
     packed_operand,
 )
+from kiln.schedules.compute.registry import shape_of, te_shape
 from kiln.target import Target
 
 GEMM_OPS = ("matmul", "dense")
@@ -80,7 +81,6 @@ class Kernel:
 
 def lower_group(group: Group, target: Target, name: str | None = None) -> Kernel:
     """Build the TE of ``group``, make it a PrimFunc and schedule it for ``target``."""
-    _require_static(group)
     name = _ident(name or group.name)
     plan = plan_schedule(group, target)
     te_func, args, anchor_block = build_te(group, plan)
@@ -99,16 +99,20 @@ def plan_schedule(group: Group, target: Target) -> SchedulePlan:
             f"{anchor.op.name}: time loop written scheduled (parallel over directions x batch, "
             "vectorised matvec and gate math)"])
     if anchor is not None and anchor.op.name in GEMM_OPS:
-        a, out = anchor.inputs[0].type.static_shape, anchor.outputs[0].type.static_shape
+        a, out = anchor.inputs[0].shape, anchor.outputs[0].shape
         m, n, k = (out[-2] if len(out) > 1 else 1), out[-1], a[-1]
-        knobs = x86.default_gemm_knobs(m, n, k, isa)
+        knobs = x86.default_gemm_knobs(_typical(m), _typical(n), _typical(k), isa)
+        # a symbolic N or K gets tiles that need no exact division of it: one panel per
+        # task column, no unrolled k (TVM cannot prove a split of a symbolic extent exact)
+        knobs = replace(knobs, nc=knobs.nc if isinstance(n, int) else knobs.nr,
+                        ku=knobs.ku if isinstance(k, int) else 1)
         plan = SchedulePlan(Template.GEMM, target, dtype, knobs,
                             packed_weight=_packable_weight(anchor),
                             notes=[f"gemm M={m} N={n} K={k}: {knobs}"])
         if plan.packed_weight is not None:
             plan.notes.append(f"weight %{anchor.inputs[1].name} packed into "
                               f"{-(-n // knobs.nr)} panels of K x {knobs.nr}")
-        elif n % knobs.nr:
+        elif not isinstance(n, int) or n % knobs.nr:
             # a ragged N would leave a predicate in the vectorised inner loop (30x slower)
             plan.pack_at_runtime = True
             plan.notes.append(f"%{anchor.inputs[1].name} packed per task into K x "
@@ -143,9 +147,9 @@ def row_rank(anchor: Node) -> int | None:
     axes are the trailing ones; ``None`` otherwise."""
     rank = anchor.inputs[0].type.rank
     at = anchor.attrs
-    if anchor.op.name == "softmax":
+    if anchor.op.name in AXIS_REDUCTIONS:
         return rank - 1 if normalize_axis(at.axis, rank) == rank - 1 else None
-    if anchor.op.name == "layer_norm":
+    if anchor.op.name in ("layer_norm", "rms_norm"):
         return normalize_axis(at.axis, rank)
     axes = reduce_axes(at, rank)
     if axes != tuple(range(rank - len(axes), rank)):
@@ -159,6 +163,7 @@ def build_te(group: Group, plan: SchedulePlan
     """The group's nodes as TE, made one PrimFunc. Returns it, where each of its inputs comes
     from, and the name of the anchor's main block (the GEMM or conv the template tiles)."""
     names = _Names()
+    syms = symbolic_vars(group)
     tensors: dict[int, te.Tensor] = {}
     params: list[te.Tensor] = []
     args: list[Value | np.ndarray] = []
@@ -172,14 +177,14 @@ def build_te(group: Group, plan: SchedulePlan
             tensors[id(v)] = te.compute(v.type.static_shape, _constant_fn(imm),
                                         name=names.fresh(f"c_{v.name}"))
             continue
-        tensors[id(v)] = te.placeholder(v.type.static_shape, v.dtype.value,
+        tensors[id(v)] = te.placeholder(te_shape(v.shape, syms), v.dtype.value,
                                         name=names.fresh(v.name))
         params.append(tensors[id(v)])
         args.append(v.data if v.is_constant else v)
 
     anchor_block = None
     for n in group.nodes:
-        info = NodeInfo(n.attrs, tuple(o.type for o in n.outputs), names.fresh(n.name))
+        info = NodeInfo(n.attrs, tuple(o.type for o in n.outputs), names.fresh(n.name), syms)
         ins = [tensors.get(id(v)) for v in n.inputs]      # None: the weight, packed below
         if n is anchor and plan.template is Template.GEMM:
             outs = _padded_gemm(n, info, ins, plan, names, params, args)
@@ -202,7 +207,7 @@ def _padded_gemm(n: Node, info: NodeInfo, ins: list, plan: SchedulePlan, names: 
     and N to whole ``nr`` panels when the weight is packed (adding it as a parameter)."""
     cfg = plan.knobs
     shape = info.shape if len(info.shape) > 1 else (1, *info.shape)
-    k_extent = n.inputs[0].type.static_shape[-1]
+    k_extent = shape_of(ins[0])[-1]
     if plan.packed_weight is not None:
         panels = pack_weight(plan.packed_weight, cfg.nr)
         bp = te.placeholder(panels.shape, n.inputs[1].dtype.value,
@@ -217,8 +222,10 @@ def _padded_gemm(n: Node, info: NodeInfo, ins: list, plan: SchedulePlan, names: 
         if plan.pack_at_runtime:
             bp = pack_at_runtime(b_at, shape[:-2], k_extent, shape[-1], cfg.nr, info.dtype,
                                  names.fresh(f"{info.name}_pack"))
-            b_at, n_pad = packed_operand(bp), int(bp.shape[-3]) * cfg.nr
-    return gemm_padded(info, ins[0], b_at, k_extent, x86.round_up(shape[-2], cfg.mc), n_pad)
+            b_at, n_pad = packed_operand(bp), shape_of(bp)[-3] * cfg.nr
+    m = shape[-2]
+    m_pad = x86.round_up(m, cfg.mc) if isinstance(m, int) else m
+    return gemm_padded(info, ins[0], b_at, k_extent, m_pad, n_pad)
 
 
 class _Names:
@@ -266,8 +273,20 @@ def _ident(name: str) -> str:
     return re.sub(r"\W", "_", name)
 
 
-def _require_static(group: Group) -> None:
+def symbolic_vars(group: Group) -> dict[str, tirx.Var]:
+    """One int32 variable per symbolic dim the group's tensors use: the loops are int32, and
+    TVM's region analysis does not see through int64 -> int32 casts."""
+    syms: dict[str, tirx.Var] = {}
     for v in [*group.inputs, *(o for n in group.nodes for o in n.outputs)]:
-        if not v.type.is_static:
-            raise ModelError(f"group {group.name}: %{v.name} has symbolic shape "
-                             f"{format_shape(v.shape)}; give concrete sizes with input_shapes")
+        for d in v.shape:
+            if isinstance(d, str) and d not in syms:
+                syms[d] = tirx.Var(d, "int32")
+    return syms
+
+
+# Knobs are picked for this size where a GEMM dim is symbolic (a typical sequence length).
+TYPICAL_DIM = 128
+
+
+def _typical(d: Dim) -> int:
+    return d if isinstance(d, int) else TYPICAL_DIM

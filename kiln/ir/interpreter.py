@@ -5,7 +5,9 @@ It is the oracle every kernel, pass and compiled library is tested against.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,8 +31,7 @@ def check_inputs(expected: Sequence[tuple[str, TensorType]],
             parts.append("unknown input(s) " + ", ".join(repr(n) for n in unknown))
         raise InputError("; ".join(parts) + " (expected "
                          + ", ".join(f"{n}: {t}" for n, t in expected) + ")")
-    out = {}
-    symbols: dict[str, int] = {}
+    out, symbols = {}, bind_symbols(expected, inputs)
     for name, ty in expected:
         arr = np.asarray(inputs[name])
         if arr.dtype != ty.dtype.np:
@@ -40,7 +41,7 @@ def check_inputs(expected: Sequence[tuple[str, TensorType]],
                              f"got {list(arr.shape)}")
         for want, got in zip(ty.shape, arr.shape, strict=True):
             if isinstance(want, str):
-                if symbols.setdefault(want, got) != got:
+                if symbols[want] != got:
                     raise InputError(f"input {name!r}: dim {want!r} is {got} here but "
                                      f"{symbols[want]} in another input")
             elif want != got:
@@ -50,10 +51,38 @@ def check_inputs(expected: Sequence[tuple[str, TensorType]],
     return out
 
 
+def bind_symbols(expected: Sequence[tuple[str, TensorType]],
+                 inputs: Mapping[str, object]) -> dict[str, int]:
+    """The size of each symbolic dim, from the first input that has it."""
+    symbols: dict[str, int] = {}
+    for name, ty in expected:
+        shape = np.shape(inputs[name])
+        if len(shape) == ty.rank:
+            for want, got in zip(ty.shape, shape, strict=True):
+                if isinstance(want, str):
+                    symbols.setdefault(want, got)
+    return symbols
+
+
+def bind_attrs(attrs: Any, symbols: Mapping[str, int]) -> Any:
+    """``attrs`` with symbolic dims in its tuple fields (reshape's shape, slice's ends) replaced
+    by their sizes in this run."""
+    if not dataclasses.is_dataclass(attrs):
+        return attrs
+    changes = {}
+    for f in dataclasses.fields(attrs):
+        v = getattr(attrs, f.name)
+        if isinstance(v, tuple) and any(isinstance(d, str) for d in v):
+            changes[f.name] = tuple(symbols[d] if isinstance(d, str) else d for d in v)
+    return dataclasses.replace(attrs, **changes) if changes else attrs
+
+
 def run_reference(g: Graph, inputs: Mapping[str, np.ndarray] | None = None,
                   **kwargs: np.ndarray) -> list[np.ndarray]:
     """Run ``g`` with NumPy; returns the outputs in graph-output order."""
-    feeds = check_inputs([(v.name, v.type) for v in g.inputs], {**(inputs or {}), **kwargs})
+    expected = [(v.name, v.type) for v in g.inputs]
+    feeds = check_inputs(expected, {**(inputs or {}), **kwargs})
+    symbols = bind_symbols(expected, feeds)
     env: dict[int, np.ndarray] = {id(v): feeds[v.name] for v in g.inputs}
 
     def get(v) -> np.ndarray:
@@ -63,7 +92,8 @@ def run_reference(g: Graph, inputs: Mapping[str, np.ndarray] | None = None,
 
     for n in g.nodes:
         try:
-            results = n.op.run_reference(n.attrs, [get(v) for v in n.inputs])
+            results = n.op.run_reference(bind_attrs(n.attrs, symbols),
+                                         [get(v) for v in n.inputs])
         except ModelError as e:
             raise ModelError(f"node {n.name} ({n.op.name}): {e}") from None
         for o, r in zip(n.outputs, results, strict=True):

@@ -12,7 +12,13 @@ from typing import Any
 import numpy as np
 from tvm import te, tirx
 
-from kiln.schedules.compute.registry import NodeInfo, broadcast_index, compute, shape_of
+from kiln.schedules.compute.registry import (
+    NodeInfo,
+    broadcast_index,
+    ceil_div,
+    compute,
+    shape_of,
+)
 
 
 def pack_weight(b_kn: np.ndarray, nr: int) -> np.ndarray:
@@ -65,7 +71,7 @@ def pack_at_runtime(b_at: Any, batch: tuple[int, ...], k_extent: int, n_extent: 
     ``Bp[batch..., p, k, r] = B[batch..., k, p * nr + r]``, zero past N. The schedule packs
     each task's panels just before the task uses them, so the copy costs 1 / mc of the FLOPs
     and the inner loop gets whole, unit-stride panels whatever N is."""
-    panels = -(-n_extent // nr)
+    panels = ceil_div(n_extent, nr)
 
     def f(*i: Any) -> Any:
         *b, p, k, r = i
@@ -95,8 +101,9 @@ def gemm_padded(n: NodeInfo, a: te.Tensor, b_at: Any, k_extent: int, m_pad: int,
     [..., M, N] view, so the padding is computed in registers but never stored."""
     shape = n.shape if len(n.shape) > 1 else (1, *n.shape)     # x [K] @ W: one row
     m = shape[-2]
+    padded = isinstance(m, int) and m_pad > m
     c = _gemm((*shape[:-2], m_pad, n_pad), f"{n.name}_gemm", a, b_at, k_extent,
-              rows=m if m_pad > m else None)
+              rows=m if padded else None)
     if len(n.shape) == 1:
         return te.compute(n.shape, lambda j: c(0, j), name=n.name)
     return te.compute(n.shape, lambda *i: c(*i), name=n.name)

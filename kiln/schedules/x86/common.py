@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tvm import s_tir
+from tvm import s_tir, tirx
 
 # Below this many output elements a kernel runs on one thread: waking the pool costs a few
 # microseconds, more than the work it would split.
@@ -18,8 +18,32 @@ def block_name(sch: s_tir.Schedule, block) -> str:
     return str(sch.get(block).name_hint)
 
 
-def extent(sch: s_tir.Schedule, loop) -> int:
-    return int(sch.get(loop).extent)
+def extent(sch: s_tir.Schedule, loop) -> int | None:
+    """The loop's trip count; ``None`` when it depends on a symbolic dim."""
+    e = sch.get(loop).extent
+    return int(e) if isinstance(e, tirx.IntImm) else None
+
+
+def runs_more_than(sch: s_tir.Schedule, loop, n: int) -> bool:
+    """Whether ``loop`` runs more than ``n`` times; a symbolic loop is taken to."""
+    e = extent(sch, loop)
+    return e is None or e > n
+
+
+def total_extent(sch: s_tir.Schedule, loops: list) -> int | None:
+    """The product of the loops' trip counts; ``None`` when one is symbolic."""
+    total = 1
+    for lp in loops:
+        e = extent(sch, lp)
+        if e is None:
+            return None
+        total *= e
+    return total
+
+
+def worth_parallel(total: int | None) -> bool:
+    """Enough work to wake the thread pool (a symbolic size is taken to be)."""
+    return total is None or total >= MIN_PARALLEL_ELEMS
 
 
 def is_reduction(sch: s_tir.Schedule, block) -> bool:
@@ -52,17 +76,15 @@ def schedule_pointwise(sch: s_tir.Schedule, block, lanes: int) -> None:
     loops = sch.get_loops(block)
     if not loops:
         return
-    total = 1
-    for lp in loops:
-        total *= extent(sch, lp)
+    total = total_extent(sch, loops)
     if total == 0:                  # an empty tensor: nothing to compute, nothing to split
         return
-    if extent(sch, loops[-1]) < lanes and len(loops) > 1:
+    if not runs_more_than(sch, loops[-1], lanes - 1) and len(loops) > 1:
         loops = [sch.fuse(*loops)]
     outer, (inner,) = loops[:-1], loops[-1:]
-    if extent(sch, inner) > 1:
+    if runs_more_than(sch, inner, 1):
         vo, vi = sch.split(inner, [None, lanes])
         sch.vectorize(vi)
         outer = [*outer, vo]
-    if total >= MIN_PARALLEL_ELEMS and outer:
+    if worth_parallel(total) and outer:
         sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])

@@ -16,11 +16,18 @@ The loop nest it produces (one parallel task per (b, mt, nt)):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from tvm import s_tir
 
 from kiln.errors import KnobError
-from kiln.schedules.x86.common import block_name, extent, inline_pointwise, output_blocks
+from kiln.schedules.compute.registry import ceil_div
+from kiln.schedules.x86.common import (
+    block_name,
+    inline_pointwise,
+    output_blocks,
+    runs_more_than,
+)
 from kiln.target import Isa
 
 
@@ -58,8 +65,9 @@ def default_gemm_knobs(m: int, n: int, k: int, isa: Isa) -> CpuGemmKnobs:
     return CpuGemmKnobs(mr=mr, nr=nr, mc=mc, nc=nc, ku=ku)
 
 
-def round_up(x: int, tile: int) -> int:
-    return -(-x // tile) * tile
+def round_up(x: Any, tile: int) -> Any:
+    """``x`` (an int or a symbolic extent) rounded up to a multiple of ``tile``."""
+    return ceil_div(x, tile) * tile
 
 
 def check_knobs(cfg: CpuGemmKnobs, isa: Isa) -> None:
@@ -106,7 +114,7 @@ def schedule_gemm(sch: s_tir.Schedule, gemm: str, cfg: CpuGemmKnobs, isa: Isa) -
         (out,) = output_blocks(sch)
     sch.reverse_compute_at(out, no)
     inner = sch.get_loops(out)[-1]
-    if extent(sch, inner) > 1:
+    if runs_more_than(sch, inner, 1):
         sch.vectorize(inner)
     for name in packs:                          # each task packs the panels it reads
         pack = sch.get_sblock(name)

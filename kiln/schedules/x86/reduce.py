@@ -17,14 +17,16 @@ from __future__ import annotations
 from tvm import s_tir
 
 from kiln.schedules.x86.common import (
-    MIN_PARALLEL_ELEMS,
     block_name,
     blocks,
     extent,
     inline_pointwise,
     is_reduction,
     output_blocks,
+    runs_more_than,
     schedule_pointwise,
+    total_extent,
+    worth_parallel,
 )
 
 
@@ -35,8 +37,9 @@ def _rfactor_lanes(sch: s_tir.Schedule, block, lanes: int) -> str | None:
     """
     r = sch.get_loops(block)[-1]
     n = extent(sch, r)
-    width = next((w for w in (lanes, lanes // 2, lanes // 4) if w > 1 and n % w == 0
-                  and n >= 2 * w), None)
+    width = None if n is None else next(    # a symbolic row length: no split is known exact
+        (w for w in (lanes, lanes // 2, lanes // 4) if w > 1 and n % w == 0 and n >= 2 * w),
+        None)
     if width is None:
         return None
     _, ri = sch.split(r, [None, width])
@@ -44,7 +47,7 @@ def _rfactor_lanes(sch: s_tir.Schedule, block, lanes: int) -> str | None:
 
 
 def _vectorize_last(sch: s_tir.Schedule, loop, lanes: int) -> None:
-    if extent(sch, loop) > 1:
+    if runs_more_than(sch, loop, 1):
         _, vi = sch.split(loop, [None, lanes])
         sch.vectorize(vi)
 
@@ -59,15 +62,13 @@ def schedule_row_reduction(sch: s_tir.Schedule, row_rank: int, lanes: int) -> No
     loops = sch.get_loops(out)
     # when the output is itself the (cross-lane) reduction, its loops past the rows reduce
     rows, inner = loops[:row_rank], ([] if is_reduction(sch, out) else loops[row_rank:])
-    total = 1
-    for lp in loops:
-        total *= extent(sch, lp)
+    total = total_extent(sch, loops)
     if inner:
         _vectorize_last(sch, sch.fuse(*inner) if len(inner) > 1 else inner[0], lanes)
     row = None
     if rows:
         row = sch.fuse(*rows) if len(rows) > 1 else rows[0]
-        if extent(sch, row) > 1 and total >= MIN_PARALLEL_ELEMS:
+        if runs_more_than(sch, row, 1) and worth_parallel(total):
             sch.parallel(row)
         for b in reversed(blocks(sch)[:-1]):   # consumers first, so each lands inside the row
             sch.compute_at(b, row)
@@ -100,7 +101,7 @@ def schedule_generic_reduction(sch: s_tir.Schedule, lanes: int) -> None:
         if not spatial:
             continue
         sch.reorder(*spatial[:-1], *reduce_, spatial[-1])
-        if len(spatial) > 1 and extent(sch, spatial[0]) > 1:
+        if len(spatial) > 1 and runs_more_than(sch, spatial[0], 1):
             sch.parallel(spatial[0])
         _vectorize_last(sch, spatial[-1], lanes)
         sch.decompose_reduction(b, reduce_[0])
