@@ -1,4 +1,10 @@
-"""Reductions: reduce_sum / reduce_mean / reduce_max, softmax and layer_norm."""
+"""Reductions: reduce_{sum,mean,max,min,prod,log_sum_exp}, arg_max / arg_min, softmax,
+log_softmax and layer_norm.
+
+ONNX's ReduceL1, ReduceL2, ReduceSumSquare and ReduceLogSum are not ops of their own: the
+frontend writes them as reduce_sum with an elementwise prologue (abs, x * x) or epilogue
+(sqrt, log), which fusion puts in the same kernel.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kiln.errors import ModelError
+from kiln.ir.dtype import DType
 from kiln.ir.ops.registry import OpDef, Pattern, register
 from kiln.ir.types import TensorType, normalize_axis
 
@@ -47,9 +54,52 @@ def _reducer(fn):
     return ref
 
 
-REDUCERS = {"reduce_sum": np.sum, "reduce_mean": np.mean, "reduce_max": np.max}
+def _log_sum_exp(x: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> np.ndarray:
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)    # an all -inf row gives -inf, not nan
+    out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else np.squeeze(out, axis=axis)
+
+
+REDUCERS = {"reduce_sum": np.sum, "reduce_mean": np.mean, "reduce_max": np.max,
+            "reduce_min": np.min, "reduce_prod": np.prod, "reduce_log_sum_exp": _log_sum_exp}
 for _name, _fn in REDUCERS.items():
     register(OpDef(_name, ReduceAttrs, Pattern.REDUCTION, _infer_reduce, _reducer(_fn)))
+
+
+@dataclass(frozen=True)
+class ArgReduceAttrs:
+    """The index of the largest (arg_max) or smallest (arg_min) element along ``axis``; ties go
+    to the first such index, or to the last with ``select_last_index``."""
+
+    axis: int = 0
+    keepdims: bool = True
+    select_last_index: bool = False
+
+
+def _infer_arg(at: ArgReduceAttrs, x: TensorType) -> TensorType:
+    axis = normalize_axis(at.axis, x.rank)
+    if at.keepdims:
+        shape = tuple(1 if i == axis else d for i, d in enumerate(x.shape))
+    else:
+        shape = tuple(d for i, d in enumerate(x.shape) if i != axis)
+    return TensorType(shape, DType.int64)
+
+
+def _arg_ref(fn):
+    def ref(at: ArgReduceAttrs, x: np.ndarray) -> np.ndarray:
+        axis = normalize_axis(at.axis, x.ndim)
+        if at.select_last_index:   # the first hit in the flipped axis is the last one
+            out = x.shape[axis] - 1 - fn(np.flip(x, axis), axis=axis)
+        else:
+            out = fn(x, axis=axis)
+        out = np.asarray(out, dtype=np.int64)
+        return np.expand_dims(out, axis) if at.keepdims else out
+    return ref
+
+
+register(OpDef("arg_max", ArgReduceAttrs, Pattern.REDUCTION, _infer_arg, _arg_ref(np.argmax)))
+register(OpDef("arg_min", ArgReduceAttrs, Pattern.REDUCTION, _infer_arg, _arg_ref(np.argmin)))
 
 
 @dataclass(frozen=True)
@@ -70,7 +120,18 @@ def _softmax_ref(at: SoftmaxAttrs, x: np.ndarray) -> np.ndarray:
     return (e / e.sum(axis=at.axis, keepdims=True)).astype(x.dtype)
 
 
+def _log_softmax_ref(at: SoftmaxAttrs, x: np.ndarray) -> np.ndarray:
+    x64 = x.astype(np.float64)
+    shifted = x64 - x64.max(axis=at.axis, keepdims=True)
+    return (shifted - np.log(np.exp(shifted).sum(axis=at.axis, keepdims=True))).astype(x.dtype)
+
+
 register(OpDef("softmax", SoftmaxAttrs, Pattern.REDUCTION, _infer_softmax, _softmax_ref))
+register(OpDef("log_softmax", SoftmaxAttrs, Pattern.REDUCTION, _infer_softmax,
+               _log_softmax_ref))
+
+# ops that reduce along one ``axis`` attribute (the others take ``ReduceAttrs.axes``)
+AXIS_REDUCTIONS = ("softmax", "log_softmax", "arg_max", "arg_min")
 
 
 @dataclass(frozen=True)

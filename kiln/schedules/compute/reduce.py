@@ -1,4 +1,5 @@
-"""TE for reductions: reduce_*, softmax (max-subtracted) and layer_norm (two passes)."""
+"""TE for reductions: reduce_*, arg_max / arg_min, softmax and log_softmax (max-subtracted) and
+layer_norm (two passes)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from kiln.schedules.compute import fastmath
 from kiln.schedules.compute.registry import NodeInfo, compute, const, shape_of
 
 
-def _reduce(n: NodeInfo, x: te.Tensor, reducer: Any, name: str) -> te.Tensor:
-    """``reducer`` (``te.sum`` or ``te.max``) over the node's axes, keeping dims if asked."""
+def _reduce(n: NodeInfo, x: te.Tensor, reducer: Any, name: str,
+            body: Any = None) -> te.Tensor:
+    """``reducer`` (``te.sum``, ``te.max``...) over the node's axes, keeping dims if asked.
+    ``body(i, src)`` gives the reduced term for output index ``i`` at input index ``src``
+    (default: ``x[src]``)."""
     shape = shape_of(x)
     axes = reduce_axes(n.attrs, len(shape))
     rs = {a: te.reduce_axis((0, shape[a]), name=f"r{a}") for a in axes}
@@ -31,8 +35,20 @@ def _reduce(n: NodeInfo, x: te.Tensor, reducer: Any, name: str) -> te.Tensor:
                 src.append(next(out))
         return src
 
-    return te.compute(n.shape, lambda *i: reducer(x(*source(*i)), axis=list(rs.values())),
+    def term(*i: Any) -> Any:
+        src = source(*i)
+        return x(*src) if body is None else body(i, src)
+
+    return te.compute(n.shape, lambda *i: reducer(term(*i), axis=list(rs.values())),
                       name=name)
+
+
+def _product_identity(dtype: str) -> tirx.PrimExpr:
+    return const(1, dtype)
+
+
+# te has sum/max/min built in; a product is the same commutative reducer with * and 1
+_product = te.comm_reducer(lambda a, b: a * b, _product_identity, name="product")
 
 
 @compute("reduce_sum")
@@ -45,6 +61,16 @@ def reduce_max(n: NodeInfo, x: te.Tensor) -> te.Tensor:
     return _reduce(n, x, te.max, n.name)
 
 
+@compute("reduce_min")
+def reduce_min(n: NodeInfo, x: te.Tensor) -> te.Tensor:
+    return _reduce(n, x, te.min, n.name)
+
+
+@compute("reduce_prod")
+def reduce_prod(n: NodeInfo, x: te.Tensor) -> te.Tensor:
+    return _reduce(n, x, _product, n.name)
+
+
 @compute("reduce_mean")
 def reduce_mean(n: NodeInfo, x: te.Tensor) -> te.Tensor:
     shape = shape_of(x)
@@ -53,6 +79,16 @@ def reduce_mean(n: NodeInfo, x: te.Tensor) -> te.Tensor:
         count *= shape[a]
     total = _reduce(n, x, te.sum, f"{n.name}_sum")
     return te.compute(n.shape, lambda *i: total(*i) / const(count, n.dtype), name=n.name)
+
+
+@compute("reduce_log_sum_exp")
+def reduce_log_sum_exp(n: NodeInfo, x: te.Tensor) -> te.Tensor:
+    """``m + log(sum exp(x - m))`` with ``m = max x``: no term of the sum exceeds 1, so it
+    cannot overflow however large x is."""
+    mx = _reduce(n, x, te.max, f"{n.name}_max")
+    s = _reduce(n, x, te.sum, f"{n.name}_sum",
+                body=lambda i, src: fastmath.exp(x(*src) - mx(*i)))
+    return te.compute(n.shape, lambda *i: tirx.log(s(*i)) + mx(*i), name=n.name)
 
 
 def _without(i: tuple[Any, ...], axis: int) -> tuple[Any, ...]:
@@ -77,6 +113,67 @@ def softmax(n: NodeInfo, x: te.Tensor) -> te.Tensor:
     k2 = te.reduce_axis((0, shape[axis]), name="k")
     s = te.compute(rows, lambda *i: te.sum(e(*at(i, k2)), axis=k2), name=f"{n.name}_sum")
     return te.compute(shape, lambda *i: e(*i) / s(*_without(i, axis)), name=n.name)
+
+
+@compute("log_softmax")
+def log_softmax(n: NodeInfo, x: te.Tensor) -> te.Tensor:
+    """``x - m - log(sum exp(x - m))`` with ``m`` the row max: stable for any finite input, and
+    exact in the tail where ``log(softmax(x))`` would take the log of an underflowed 0."""
+    shape = n.shape
+    axis = normalize_axis(n.attrs.axis, len(shape))
+    rows = _without(shape, axis)
+
+    def at(i: tuple[Any, ...], j: Any) -> tuple[Any, ...]:
+        return i[:axis] + (j,) + i[axis:]
+
+    k1 = te.reduce_axis((0, shape[axis]), name="k")
+    mx = te.compute(rows, lambda *i: te.max(x(*at(i, k1)), axis=k1), name=f"{n.name}_max")
+    k2 = te.reduce_axis((0, shape[axis]), name="k")
+    s = te.compute(rows, lambda *i: te.sum(fastmath.exp(x(*at(i, k2)) - mx(*i)), axis=k2),
+                   name=f"{n.name}_sum")
+    lse = te.compute(rows, lambda *i: mx(*i) + tirx.log(s(*i)), name=f"{n.name}_lse")
+    return te.compute(shape, lambda *i: x(*i) - lse(*_without(i, axis)), name=n.name)
+
+
+def _arg_reduce(n: NodeInfo, x: te.Tensor, extreme: Any) -> te.Tensor:
+    """Two plain reductions instead of one over (value, index) pairs, so both vectorise: the
+    extreme value ``m`` of the row, then the smallest (or, with ``select_last_index``, the
+    largest) index ``k`` where ``x[k] == m``."""
+    shape = shape_of(x)
+    axis = normalize_axis(n.attrs.axis, len(shape))
+    dim = shape[axis]
+    rows = _without(shape, axis)
+
+    def at(i: tuple[Any, ...], j: Any) -> tuple[Any, ...]:
+        i = _without(i, axis) if n.attrs.keepdims else i
+        return i[:axis] + (j,) + i[axis:]
+
+    def row(i: tuple[Any, ...]) -> tuple[Any, ...]:
+        return _without(i, axis) if n.attrs.keepdims else i
+
+    k1 = te.reduce_axis((0, dim), name="k")
+    m = te.compute(rows, lambda *i: extreme(x(*(i[:axis] + (k1,) + i[axis:])), axis=k1),
+                   name=f"{n.name}_extreme")
+    k2 = te.reduce_axis((0, dim), name="k")
+    last = n.attrs.select_last_index
+    miss = const(-1 if last else dim, "int64")
+    pick = te.max if last else te.min
+
+    def first_hit(*i: Any) -> Any:
+        hit = x(*at(i, k2)) == m(*row(i))
+        return pick(tirx.Select(hit, k2.var.astype("int64"), miss), axis=k2)
+
+    return te.compute(n.shape, first_hit, name=n.name)
+
+
+@compute("arg_max")
+def arg_max(n: NodeInfo, x: te.Tensor) -> te.Tensor:
+    return _arg_reduce(n, x, te.max)
+
+
+@compute("arg_min")
+def arg_min(n: NodeInfo, x: te.Tensor) -> te.Tensor:
+    return _arg_reduce(n, x, te.min)
 
 
 @compute("layer_norm")
