@@ -19,6 +19,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from kiln.errors import ModelError
+from kiln.frontend.onnx import symbolic
 from kiln.ir.dtype import DType
 from kiln.ir.graph import Graph, Value
 from kiln.ir.ops.registry import get_op
@@ -64,6 +65,8 @@ class Context:
         self._attrs: dict[str, Any] = {}
         self._hint = "v"
         self.created: dict[int, Value] = {}   # values made while converting self.node
+        # import-time elements of runtime shape tensors (object arrays of ints and dim names)
+        self.known: dict[int, np.ndarray] = {}
 
     def begin(self, node: onnx.NodeProto) -> None:
         self.node = node
@@ -107,6 +110,25 @@ class Context:
                              "importing, but here it is computed at run time")
         return v.data
 
+    def known_values(self, v: Value) -> np.ndarray | None:
+        """``v``'s elements when known at import: a constant's data, or a shape computation's
+        ints and symbolic dims (``[1, "seq", 384]``)."""
+        if v.data is not None:
+            return v.data if v.dtype.is_int or v.dtype.value == "bool" else None
+        return self.known.get(id(v))
+
+    def dims_input(self, i: int, required: bool = False) -> list[Dim] | None:
+        """The ``i``-th input as a list of dims (ints and symbolic names): a shape operand
+        (Reshape's shape, Expand's, ConstantOfShape's, Slice's ends); None when absent."""
+        v = self.required(i) if required else self.input(i)
+        if v is None:
+            return None
+        values = self.known_values(v)
+        if values is None:
+            self.const_input(i, required)      # raises the "must be a constant" error
+            raise ModelError(f"input {i} (%{v.name}) must hold integers")
+        return [d if isinstance(d, str) else int(d) for d in np.asarray(values).reshape(-1)]
+
     def value(self, name: str) -> Value:
         if name in self.values:
             return self.values[name]
@@ -121,14 +143,28 @@ class Context:
             types = opdef.infer_types(at, [v.type for v in inputs])
         except ModelError as e:
             raise ModelError(f"kiln {op}: {e}") from None
-        if inputs and all(v.is_constant for v in inputs):
+        if inputs and all(v.is_constant for v in inputs) and all(t.is_static for t in types):
             if sum(t.numel * t.dtype.np.itemsize for t in types) <= _FOLD_MAX_BYTES:
                 arrays = opdef.run_reference(at, [v.data for v in inputs])
                 return [self.constant(a, dtype=t.dtype) for a, t in zip(arrays, types,
                                                                        strict=True)]
         outs = self.graph.add(opdef, inputs, name=self._hint, **attrs)
         self.created.update((id(o), o) for o in outs)
+        self._track_symbolic(op, at, inputs, outs)
         return outs
+
+    def _track_symbolic(self, op: str, at: Any, inputs: Sequence[Value],
+                        outs: list[Value]) -> None:
+        """Record ``outs[0]``'s elements when the inputs' are known at import (shape
+        arithmetic on symbolic dims); the runtime node stays, for readers that need data."""
+        if len(outs) != 1 or not any(id(v) in self.known for v in inputs):
+            return
+        values = [self.known_values(v) for v in inputs]
+        if any(x is None for x in values):
+            return
+        result = symbolic.evaluate(op, at, [np.asarray(x, dtype=object) for x in values])
+        if result is not None:
+            self.known[id(outs[0])] = result
 
     def emit(self, op: str, inputs: Sequence[Value], **attrs: Any) -> Value:
         """``add`` for single-output ops."""
@@ -161,13 +197,15 @@ Converter = Callable[[onnx.NodeProto, Context], list[Value]]
 CONVERTERS: dict[str, Converter] = {}
 
 
-def onnx_op(*op_types: str) -> Callable[[Converter], Converter]:
-    """Register a converter for ONNX op types of the default domain."""
+def onnx_op(*op_types: str, domain: str = "") -> Callable[[Converter], Converter]:
+    """Register a converter for ONNX op types of ``domain`` (the default one unless given:
+    ``@onnx_op("QLinearAdd", domain="com.microsoft")`` for onnxruntime's contrib ops)."""
     def deco(fn: Converter) -> Converter:
         for t in op_types:
-            if t in CONVERTERS:
-                raise ValueError(f"ONNX op {t} registered twice")
-            CONVERTERS[t] = fn
+            key = t if domain in DEFAULT_DOMAINS else f"{domain}.{t}"
+            if key in CONVERTERS:
+                raise ValueError(f"ONNX op {key} registered twice")
+            CONVERTERS[key] = fn
         return fn
     return deco
 

@@ -59,12 +59,36 @@ def _opset(model: onnx.ModelProto) -> int:
     raise ModelError("the model imports no opset of the default ONNX domain")
 
 
-def _unsupported(graph: onnx.GraphProto) -> None:
-    missing: dict[str, list[str]] = {}
+def _subgraphs(node: onnx.NodeProto) -> list[tuple[str, onnx.GraphProto]]:
+    """The graphs held in ``node``'s attributes (If branches, Loop and Scan bodies)."""
+    return [(a.name, g) for a in node.attribute
+            for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else a.graphs)]
+
+
+def _find_unsupported(graph: onnx.GraphProto, prefix: str,
+                      missing: dict[str, list[str]]) -> None:
     for i, node in enumerate(graph.node):
+        label = prefix + _label(node, i)
         key = op_key(node)
         if key not in CONVERTERS:
-            missing.setdefault(key, []).append(_label(node, i))
+            missing.setdefault(key, []).append(label)
+        for attr, sub in _subgraphs(node):     # nested nodes are named outer/attr/inner
+            _find_unsupported(sub, f"{label}/{attr}/", missing)
+
+
+def _used_names(graph: onnx.GraphProto) -> set[str]:
+    """Tensor names that ``graph``'s nodes, its subgraphs' nodes and its outputs read."""
+    used = {o.name for o in graph.output}
+    for node in graph.node:
+        used.update(node.input)
+        for _, sub in _subgraphs(node):
+            used |= _used_names(sub)
+    return used
+
+
+def _unsupported(graph: onnx.GraphProto) -> None:
+    missing: dict[str, list[str]] = {}
+    _find_unsupported(graph, "", missing)
     if missing:
         parts = [f"{op} (node{'s' if len(names) > 1 else ''} {', '.join(names)})"
                  for op, names in missing.items()]
@@ -89,7 +113,7 @@ def _input_type(vi: onnx.ValueInfoProto, fixed: Sequence[int] | None) -> TensorT
         else:   # a named symbolic dim, or an anonymous one that gets a name of its own
             shape.append(d.dim_param or f"{vi.name}_dim{axis}")
     if fixed is not None:
-        fixed = tuple(int(d) for d in fixed)
+        fixed = tuple(d if isinstance(d, str) else int(d) for d in fixed)   # str: symbolic
         if len(fixed) != len(shape) or any(isinstance(a, int) and a != b
                                            for a, b in zip(shape, fixed, strict=True)):
             raise ModelError(f"input {vi.name!r} has shape {format_shape(shape)}; input_shapes "
@@ -158,6 +182,36 @@ def _convert(ctx: Context, node: onnx.NodeProto, used: set[str]) -> None:
         ctx.values[name] = v
 
 
+def convert_subgraph(ctx: Context, graph: onnx.GraphProto,
+                     inputs: Sequence[Value] = ()) -> list[Value]:
+    """Convert ``graph`` (an If branch, a Loop or Scan body) into ``ctx``'s kiln graph and
+    return the values of its outputs. ``inputs`` bind its formal inputs, in order; its nodes
+    read values of the enclosing graphs by name, and the names it defines stay inside it. The
+    node being converted (the If calling this) is current again afterwards."""
+    if len(inputs) != len(graph.input):
+        raise ModelError(f"subgraph {graph.name!r} takes {len(graph.input)} inputs, "
+                         f"got {len(inputs)}")
+    outer_values = dict(ctx.values)
+    outer_node = (ctx.node, ctx._attrs, ctx._hint, ctx.created)
+    try:
+        ctx.values.update((vi.name, v) for vi, v in zip(graph.input, inputs, strict=True))
+        for t in graph.initializer:
+            dtype = onnx_dtype(t.data_type, f"initializer {t.name!r}")
+            ctx.values[t.name] = ctx.graph.constant(numpy_helper.to_array(t), name=t.name,
+                                                    dtype=dtype)
+        used = _used_names(graph)
+        for i, node in enumerate(graph.node):
+            try:
+                _convert(ctx, node, used)
+            except ModelError as e:
+                raise ModelError(f"node {_label(node, i)} ({node.op_type}) of subgraph "
+                                 f"{graph.name!r}: {e}") from None
+        return [ctx.value(o.name) for o in graph.output]
+    finally:
+        ctx.values = outer_values
+        ctx.node, ctx._attrs, ctx._hint, ctx.created = outer_node
+
+
 def _rename(ctx: Context, v: Value, name: str) -> None:
     """Give ``v`` the ONNX tensor name, so printed graphs read like the model; a value made
     for the same node that took the name first (Gemm's dense before its bias add) yields it."""
@@ -186,8 +240,7 @@ def import_onnx(model: str | os.PathLike | onnx.ModelProto,
 
     ctx = Context(Graph(onnx_graph.name or "main"), opset)
     _declare(ctx, onnx_graph, input_shapes or {})
-    used = {name for n in onnx_graph.node for name in n.input}
-    used.update(o.name for o in onnx_graph.output)
+    used = _used_names(onnx_graph)
     for i, node in enumerate(onnx_graph.node):
         try:
             _convert(ctx, node, used)

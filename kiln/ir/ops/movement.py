@@ -9,7 +9,7 @@ import numpy as np
 from kiln.errors import ModelError
 from kiln.ir.dtype import DType
 from kiln.ir.ops.registry import NoAttrs, OpDef, Pattern, register
-from kiln.ir.types import Dim, TensorType, format_shape, normalize_axis
+from kiln.ir.types import Dim, TensorType, broadcast_shapes, format_shape, normalize_axis
 
 
 def _tuple_field(obj: object, name: str) -> None:
@@ -155,13 +155,21 @@ def slice_ranges(at: SliceAttrs, shape: tuple[int, ...]) -> list[range]:
 
 
 def _infer_slice(at: SliceAttrs, x: TensorType) -> TensorType:
-    sliced = {normalize_axis(a, x.rank) for a in at.axes}
-    if any(isinstance(x.shape[a], str) for a in sliced):
-        raise ModelError("slicing along a symbolic dim is not supported")
-    static = tuple(d if isinstance(d, int) else 1 for d in x.shape)
-    ranges = slice_ranges(at, static)
-    shape = tuple(len(ranges[i]) if i in sliced else x.shape[i] for i in range(x.rank))
-    return TensorType(shape, x.dtype)
+    shape = list(x.shape)
+    for a, b, e, s in zip(at.axes, at.starts, at.ends, at.steps, strict=True):
+        ax = normalize_axis(a, x.rank)
+        dim = x.shape[ax]
+        if isinstance(e, str):
+            # a prefix ending at a symbolic size (position_ids[:seq]), or all of a symbolic dim
+            if b != 0 or s != 1 or (isinstance(dim, str) and dim != e):
+                raise ModelError(f"slice {b}:{e}:{s} of dim {dim}: a symbolic bound must be "
+                                 "the end of a prefix")
+            shape[ax] = e
+        elif isinstance(dim, str):
+            raise ModelError(f"slice {b}:{e}:{s} of the symbolic dim {dim!r} is not supported")
+        else:
+            shape[ax] = len(range(*slice(b, e, s).indices(dim)))
+    return TensorType(tuple(shape), x.dtype)
 
 
 def _slice_ref(at: SliceAttrs, x: np.ndarray) -> np.ndarray:
@@ -188,8 +196,42 @@ def _gather_ref(at: AxisAttrs, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return np.take(x, idx, axis=axis)
 
 
+@dataclass(frozen=True)
+class ShapeAttrs:
+    """The dims ``start:end`` of the input's shape (Python slicing)."""
+
+    start: int = 0
+    end: int | None = None
+
+
+def _infer_shape(at: ShapeAttrs, x: TensorType) -> TensorType:
+    return TensorType((len(range(x.rank)[at.start:at.end]),), DType.int64)
+
+
+register(OpDef("shape", ShapeAttrs, Pattern.OPAQUE, _infer_shape,
+               lambda at, x: np.array(x.shape[at.start:at.end], dtype=np.int64)))
+
+
+@dataclass(frozen=True)
+class BroadcastAttrs:
+    """Broadcast the input NumPy-style against ``shape`` (ONNX Expand: either side may be 1)."""
+
+    shape: tuple[Dim, ...]
+
+    def __post_init__(self) -> None:
+        _tuple_field(self, "shape")
+
+
+def _infer_broadcast_to(at: BroadcastAttrs, x: TensorType) -> TensorType:
+    return TensorType(broadcast_shapes(x.shape, at.shape), x.dtype)
+
+
+register(OpDef("broadcast_to", BroadcastAttrs, Pattern.INJECTIVE, _infer_broadcast_to,
+               lambda at, x: np.broadcast_to(x, np.broadcast_shapes(x.shape, at.shape)).copy()))
+
+
 register(OpDef("gather", AxisAttrs, Pattern.INJECTIVE, _infer_gather, _gather_ref,
                num_inputs=(2, 2)))
 
-__all__ = ["AxisAttrs", "NoAttrs", "ReshapeAttrs", "SliceAttrs", "SplitAttrs", "TransposeAttrs",
-           "slice_ranges"]
+__all__ = ["AxisAttrs", "BroadcastAttrs", "NoAttrs", "ReshapeAttrs", "ShapeAttrs", "SliceAttrs",
+           "SplitAttrs", "TransposeAttrs", "slice_ranges"]

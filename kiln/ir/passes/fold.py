@@ -10,7 +10,8 @@ def fold_constants(g: Graph, max_bytes: int = 64 << 20) -> int:
     ``max_bytes`` stay computed at run time. Returns the number of nodes folded."""
     kept, folded = [], 0
     for n in g.nodes:
-        if not n.inputs or not all(v.is_constant for v in n.inputs):
+        if (not n.inputs or not all(v.is_constant for v in n.inputs)
+                or not all(o.type.is_static for o in n.outputs)):   # sized at run time
             kept.append(n)
             continue
         results = n.op.run_reference(n.attrs, [v.data for v in n.inputs])

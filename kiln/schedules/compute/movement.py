@@ -7,15 +7,20 @@ from typing import Any
 
 from tvm import te, tirx
 
-from kiln.ir.ops.movement import slice_ranges
 from kiln.ir.types import normalize_axis
-from kiln.schedules.compute.registry import NodeInfo, compute, shape_of
+from kiln.schedules.compute.registry import (
+    NodeInfo,
+    broadcast_index,
+    compute,
+    is_one,
+    shape_of,
+)
 
 
-def _unravel(flat: Any, shape: Sequence[int]) -> list[Any]:
+def _unravel(flat: Any, shape: Sequence[Any]) -> list[Any]:
     idx = []
     for d in reversed(shape):
-        idx.append(flat % d if d != 1 else 0)
+        idx.append(0 if is_one(d) else flat % d)
         flat = flat // d
     return idx[::-1]
 
@@ -88,10 +93,38 @@ def split(n: NodeInfo, x: te.Tensor) -> tuple[te.Tensor, ...]:
 
 @compute("slice")
 def slice_(n: NodeInfo, x: te.Tensor) -> te.Tensor:
-    ranges = slice_ranges(n.attrs, shape_of(x))
-    return te.compute(n.shape, lambda *i: x(*[r.start + r.step * j for r, j in zip(ranges, i,
-                                                                                strict=True)]),
+    """``out[i] = x[start + step * i]`` per axis; a symbolic end (a prefix) starts at 0."""
+    x_shape = shape_of(x)
+    starts, steps = [0] * len(x_shape), [1] * len(x_shape)
+    for a, b, e, s in zip(*(getattr(n.attrs, f) for f in ("axes", "starts", "ends", "steps")),
+                          strict=True):
+        ax = normalize_axis(a, len(x_shape))
+        if not isinstance(e, str):
+            r = range(*slice(b, e, s).indices(x_shape[ax]))
+            starts[ax], steps[ax] = r.start, r.step
+    return te.compute(n.shape, lambda *i: x(*[b + s * j for b, s, j in zip(starts, steps, i,
+                                                                           strict=True)]),
                       name=n.name)
+
+
+@compute("shape")
+def shape(n: NodeInfo, x: te.Tensor) -> te.Tensor:
+    """The input's dims as an int64 vector (symbolic ones read from its buffer shape)."""
+    dims = list(shape_of(x))[n.attrs.start:n.attrs.end]
+
+    def f(i: Any) -> Any:
+        expr = tirx.const(0, "int64")
+        for k, d in enumerate(dims):
+            expr = tirx.Select(i == k, tirx.Cast("int64", d) if not isinstance(d, int)
+                               else tirx.const(d, "int64"), expr)
+        return expr
+
+    return te.compute(n.shape, f, name=n.name)
+
+
+@compute("broadcast_to")
+def broadcast_to(n: NodeInfo, x: te.Tensor) -> te.Tensor:
+    return te.compute(n.shape, lambda *i: x(*broadcast_index(x, n.shape, i)), name=n.name)
 
 
 @compute("gather")

@@ -32,8 +32,23 @@ def _identity(node: onnx.NodeProto, ctx: Context) -> list[Value]:
     return [ctx.required(0)]
 
 
+@onnx_op("Dropout")
+def _dropout(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    """Inference: the input unchanged (training_mode must be off); the mask is all true."""
+    x = ctx.required(0)
+    training = ctx.const_input(2) if ctx.opset >= 12 else None
+    if training is not None and bool(np.asarray(training).reshape(())):
+        raise ModelError("Dropout in training mode is random; kiln compiles inference only")
+    if len(node.output) > 1 and node.output[1]:
+        ones = ctx.constant(np.ones((), dtype=bool))
+        return [x, ctx.emit("broadcast_to", [ones], shape=x.shape)]
+    return [x]
+
+
 @onnx_op("Shape")
 def _shape(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    """A constant when the dims are static; otherwise a runtime ``shape`` whose elements the
+    importer still knows (``[1, "seq"]``), so reshapes computed from it stay symbolic."""
     x = ctx.required(0)
     rank = x.type.rank
     # start/end arrived in opset 15; they clamp rather than fail
@@ -41,28 +56,29 @@ def _shape(node: onnx.NodeProto, ctx: Context) -> list[Value]:
     start = min(max(start + rank if start < 0 else start, 0), rank)
     end = min(max(end + rank if end < 0 else end, 0), rank)
     dims = x.shape[start:end]
-    if not all(isinstance(d, int) for d in dims):
-        raise ModelError(f"Shape of %{x.name} ({x.type}) has symbolic dims; kiln folds Shape "
-                         "to a constant, so fix them with import_onnx(..., input_shapes=...)")
-    return [ctx.constant(np.array(dims, dtype=np.int64))]
+    if all(isinstance(d, int) for d in dims):
+        return [ctx.constant(np.array(dims, dtype=np.int64))]
+    v = ctx.emit("shape", [x], start=start, end=end)
+    ctx.known[id(v)] = np.array(dims, dtype=object)
+    return [v]
 
 
 @onnx_op("ConstantOfShape")
 def _constant_of_shape(node: onnx.NodeProto, ctx: Context) -> list[Value]:
-    shape = ctx.const_input(0, required=True)
+    shape = ctx.dims_input(0, required=True)
     fill = ctx.attr("value")
     fill = np.zeros(1, np.float32) if fill is None else np.asarray(fill).reshape(-1)
-    return [ctx.constant(np.full(tuple(int(d) for d in shape), fill[0], dtype=fill.dtype),
-                         dtype=fill.dtype)]
+    if all(isinstance(d, int) for d in shape):
+        return [ctx.constant(np.full(tuple(shape), fill[0], dtype=fill.dtype),
+                             dtype=fill.dtype)]
+    return [ctx.emit("broadcast_to", [ctx.constant(fill.reshape(()), dtype=fill.dtype)],
+                     shape=tuple(shape))]
 
 
 @onnx_op("Expand")
 def _expand(node: onnx.NodeProto, ctx: Context) -> list[Value]:
-    x, shape = ctx.required(0), ctx.const_input(1, required=True)
-    target = tuple(int(d) for d in np.asarray(shape).reshape(-1))
-    if x.data is not None:
-        out_shape = broadcast_shapes(x.shape, target)
+    x, target = ctx.required(0), ctx.dims_input(1, required=True)
+    if x.data is not None and all(isinstance(d, int) for d in target):
+        out_shape = broadcast_shapes(x.shape, tuple(target))
         return [ctx.constant(np.broadcast_to(x.data, out_shape).copy(), dtype=x.dtype)]
-    # kiln has no broadcast op; where() broadcasts all three operands and copies x exactly
-    ones = ctx.constant(np.ones(target, dtype=bool))
-    return [ctx.emit("where", [ones, x, x])]
+    return [ctx.emit("broadcast_to", [x], shape=tuple(target))]

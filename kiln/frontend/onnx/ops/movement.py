@@ -24,8 +24,8 @@ from kiln.ir.types import Dim, format_shape, normalize_axis
 def _reshape_op(node: onnx.NodeProto, ctx: Context) -> list[Value]:
     x = ctx.required(0)
     # the shape was an attribute before opset 5
-    target = ctx.attr("shape") if ctx.opset < 5 else ctx.const_input(1, required=True)
-    shape: list[Dim] = [int(d) for d in np.asarray(target).reshape(-1)]
+    shape: list[Dim] = ([int(d) for d in ctx.attr("shape")] if ctx.opset < 5
+                        else ctx.dims_input(1, required=True))
     if not ctx.attr("allowzero", 0):       # 0 copies the input dim unless allowzero (opset 14)
         for i, d in enumerate(shape):
             if d == 0:
@@ -110,6 +110,9 @@ def _split(node: onnx.NodeProto, ctx: Context) -> list[Value]:
     return ctx.add("split", [x], axis=axis, sizes=tuple(sizes))
 
 
+_INT32_MAX = 2**31 - 1     # exporters write "to the end" as INT32_MAX or INT64_MAX
+
+
 def _slice_bound(v: int, dim: int, step: int, is_end: bool) -> int:
     """ONNX's clamping of one start/end, written so Python slicing reads it the same way."""
     v = v + dim if v < 0 else v
@@ -126,9 +129,10 @@ def _slice(node: onnx.NodeProto, ctx: Context) -> list[Value]:
         starts, ends, axes, steps = (ctx.attr("starts"), ctx.attr("ends"), ctx.attr("axes"),
                                      None)
     else:
-        starts, ends, axes, steps = (ctx.const_input(i, required=i < 3) for i in range(1, 5))
-    starts = [int(v) for v in np.asarray(starts).reshape(-1)]
-    ends = [int(v) for v in np.asarray(ends).reshape(-1)]
+        starts, ends = ctx.dims_input(1, required=True), ctx.dims_input(2, required=True)
+        axes, steps = ctx.const_input(3), ctx.const_input(4)
+    starts = [v if isinstance(v, str) else int(v) for v in np.asarray(starts).reshape(-1)]
+    ends = [v if isinstance(v, str) else int(v) for v in np.asarray(ends).reshape(-1)]
     axes_ = list(range(len(starts))) if axes is None else axes_list(axes, x.type.rank)
     steps_ = [1] * len(starts) if steps is None else [int(v) for v in
                                                       np.asarray(steps).reshape(-1)]
@@ -136,10 +140,22 @@ def _slice(node: onnx.NodeProto, ctx: Context) -> list[Value]:
         raise ModelError("starts, ends, axes and steps differ in length")
     if 0 in steps_:
         raise ModelError("a slice step of 0 is not allowed")
-    b, e = [], []
+    b: list[Dim] = []
+    e: list[Dim] = []
     for ax, s0, e0, st in zip(axes_, starts, ends, steps_, strict=True):
-        dim = static_dim(x, ax, "Slice")
-        b.append(_slice_bound(s0, dim, st, is_end=False))
-        e.append(_slice_bound(e0, dim, st, is_end=True))
+        dim = x.shape[ax]
+        if isinstance(dim, int) and not isinstance(s0, str) and not isinstance(e0, str):
+            b.append(_slice_bound(s0, dim, st, is_end=False))
+            e.append(_slice_bound(e0, dim, st, is_end=True))
+        elif isinstance(dim, str) and s0 == 0 and st == 1 and (e0 == dim or (
+                isinstance(e0, int) and e0 >= _INT32_MAX)):
+            b.append(0)
+            e.append(dim)                  # all of a symbolic dim
+        elif isinstance(e0, str) and s0 == 0 and st == 1:
+            b.append(0)
+            e.append(e0)                   # a prefix of symbolic length (position_ids[:seq])
+        else:
+            raise ModelError(f"slice {s0}:{e0}:{st} of dim {dim} of %{x.name}: with symbolic "
+                             "sizes kiln takes prefixes only; fix the sizes with input_shapes")
     return [ctx.emit("slice", [x], axes=tuple(axes_), starts=tuple(b), ends=tuple(e),
                      steps=tuple(steps_))]
