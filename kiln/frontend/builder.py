@@ -264,3 +264,9 @@ def layer_norm(x: Value, gamma: Operand, beta: Operand, axis: int = -1,
     """``(x - mean) / sqrt(var + epsilon) * gamma + beta`` over axes ``[axis, rank)``; gamma
     and beta have shape ``x.shape[axis:]``."""
     return _apply("layer_norm", x, gamma, beta, axis=axis, epsilon=epsilon)
+
+
+def rms_norm(x: Value, gamma: Operand, axis: int = -1, epsilon: float = 1e-6) -> Value:
+    """``x / sqrt(mean(x^2) + epsilon) * gamma`` over axes ``[axis, rank)`` (T5's and LLaMA's
+    norm: no mean subtracted, no bias); gamma has shape ``x.shape[axis:]``."""
+    return _apply("rms_norm", x, gamma, axis=axis, epsilon=epsilon)

@@ -7,6 +7,7 @@ from kiln.ir.ops import (  # noqa: F401  (registration)
     matmul,
     movement,
     nn,
+    norm,
     quant,
     reduce,
     rnn,

@@ -6,19 +6,22 @@ from kiln.ir.graph import Graph
 from kiln.ir.passes.dce import eliminate_dead_code
 from kiln.ir.passes.fold import fold_constants
 from kiln.ir.passes.fuse import FusedGraph, Group, fuse_groups
+from kiln.ir.passes.simplify import simplify
 from kiln.ir.verify import verify
 
 
 def optimize(g: Graph) -> Graph:
-    """Verify, fold constants, then drop dead code (folding can kill the nodes that fed it).
-    Returns a new graph; ``g`` is not modified."""
+    """Verify, fold constants, simplify (written-out norms and GELUs become one op, so they
+    fuse and schedule as units; it needs the folded constants), then drop dead code (folding
+    can kill the nodes that fed it). Returns a new graph; ``g`` is not modified."""
     verify(g)
     g = g.copy()
     fold_constants(g)
+    simplify(g)
     eliminate_dead_code(g)
     verify(g)
     return g
 
 
 __all__ = ["FusedGraph", "Group", "eliminate_dead_code", "fold_constants", "fuse_groups",
-           "optimize"]
+           "optimize", "simplify"]

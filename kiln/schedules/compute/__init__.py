@@ -11,6 +11,7 @@ from kiln.schedules.compute import (  # noqa: F401  (registration)
     matmul,
     movement,
     nn,
+    norm,
     quant,
     reduce,
     rnn,
