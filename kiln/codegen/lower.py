@@ -45,6 +45,7 @@ class Template(Enum):
 
     GEMM = "gemm"
     CONV2D = "conv2d"
+    POOL = "pool"
     ROW_REDUCTION = "row reduction"
     GENERIC_REDUCTION = "generic reduction"
     INJECTIVE = "injective"
@@ -118,12 +119,19 @@ def plan_schedule(group: Group, target: Target) -> SchedulePlan:
             plan.notes.append(f"%{anchor.inputs[1].name} packed per task into K x "
                               f"{knobs.nr} panels at run time (N={n} is not a multiple of nr)")
         return plan
-    if anchor is not None and anchor.op.name == "conv2d":
+    if anchor is not None and anchor.op.name in ("conv2d", "conv_transpose2d"):
         out = anchor.outputs[0].type
-        knobs = x86.default_conv_knobs(out.static_shape, anchor.inputs[1].type.static_shape,
-                                       anchor.attrs.groups, isa, out.dtype.value)
+        wshape = anchor.inputs[1].type.static_shape
+        if anchor.op.name == "conv_transpose2d":   # a conv2d over the zero-inserted input
+            g = anchor.attrs.groups
+            wshape = (wshape[1] * g, wshape[0] // g, *wshape[2:])
+        knobs = x86.default_conv_knobs(out.static_shape, wshape, anchor.attrs.groups, isa,
+                                       out.dtype.value)
         return SchedulePlan(Template.CONV2D, target, dtype, knobs, notes=[
-            f"conv2d {format_shape(out.shape)} groups={anchor.attrs.groups}: {knobs}"])
+            f"{anchor.op.name} {format_shape(out.shape)} groups={anchor.attrs.groups}: {knobs}"])
+    if anchor is not None and anchor.op.name == "pool":
+        return SchedulePlan(Template.POOL, target, dtype, notes=[
+            f"{anchor.attrs.mode} pool, kernel {list(anchor.attrs.kernel)}"])
     if group.kind is Pattern.REDUCTION:
         rows = row_rank(anchor)
         if rows is None:
@@ -258,6 +266,8 @@ def apply_schedule(func: tirx.PrimFunc, plan: SchedulePlan,
         x86.schedule_gemm(sch, anchor_block, plan.knobs, isa)
     elif plan.template is Template.CONV2D:
         x86.schedule_conv2d(sch, anchor_block, plan.knobs, isa)
+    elif plan.template is Template.POOL:
+        x86.schedule_pool(sch, anchor_block, lanes)
     elif plan.template is Template.ROW_REDUCTION:
         x86.schedule_row_reduction(sch, plan.row_rank, lanes)
     elif plan.template is Template.GENERIC_REDUCTION:

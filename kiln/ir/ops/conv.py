@@ -120,4 +120,82 @@ def _conv2d_ref(at: Conv2dAttrs, x: np.ndarray, w: np.ndarray) -> np.ndarray:
 register(OpDef("conv2d", Conv2dAttrs, Pattern.OUT_FUSABLE, _infer_conv2d, _conv2d_ref,
                num_inputs=(2, 2)))
 
-__all__ = ["Conv2dAttrs", "conv_output_size"]
+
+
+@dataclass(frozen=True)
+class ConvTranspose2dAttrs:
+    """The transpose (gradient) of ``conv2d``: each input pixel scatters ``w[c, o]`` times itself
+    onto the output at ``i * stride + k * dilation - pad``. ``padding`` (top, left, bottom, right)
+    crops the full output; a negative entry extends it with zeros (ONNX ``output_padding`` is a
+    negative bottom / right pad)."""
+
+    strides: tuple[int, int] = (1, 1)
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilations: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "strides", _pair(self.strides, "strides"))
+        object.__setattr__(self, "dilations", _pair(self.dilations, "dilations"))
+        object.__setattr__(self, "padding", _padding(self.padding))
+        object.__setattr__(self, "groups", int(self.groups))
+        if min(self.strides) < 1 or min(self.dilations) < 1 or self.groups < 1:
+            raise ModelError(f"conv_transpose2d strides {list(self.strides)}, dilations "
+                             f"{list(self.dilations)} and groups {self.groups} must be >= 1")
+
+
+def conv_transpose_output_size(size: int, kernel: int, stride: int, dilation: int, pad_lo: int,
+                               pad_hi: int) -> int:
+    return stride * (size - 1) + (kernel - 1) * dilation + 1 - pad_lo - pad_hi
+
+
+def _infer_conv_transpose2d(at: ConvTranspose2dAttrs, x: TensorType,
+                            w: TensorType) -> TensorType:
+    if x.rank != 4 or w.rank != 4:
+        raise ModelError(f"conv_transpose2d needs an NCHW input and a [C, O / groups, KH, KW] "
+                         f"weight, got {x} and {w}")
+    if x.dtype != w.dtype:
+        raise ModelError(f"conv_transpose2d needs input and weight of one dtype, got {x.dtype} "
+                         f"and {w.dtype}")
+    if not (w.is_static and all(isinstance(d, int) for d in x.shape[1:])):
+        raise ModelError(f"conv_transpose2d supports a symbolic batch dim only, got {x} and {w}")
+    n, c, h, wd = x.shape
+    cw, og, kh, kw = w.shape
+    if cw != c or c % at.groups:
+        raise ModelError(f"conv_transpose2d weight {list(w.shape)} needs {c} input channels "
+                         f"divisible by groups={at.groups}")
+    pt, pl, pb, pr = at.padding
+    (sh, sw), (dh, dw) = at.strides, at.dilations
+    oh = conv_transpose_output_size(h, kh, sh, dh, pt, pb)
+    ow = conv_transpose_output_size(wd, kw, sw, dw, pl, pr)
+    if oh < 1 or ow < 1:
+        raise ModelError(f"conv_transpose2d padding {list(at.padding)} leaves no output")
+    return TensorType((n, og * at.groups, oh, ow), x.dtype)
+
+
+def _conv_transpose2d_ref(at: ConvTranspose2dAttrs, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Scatter each tap onto the full output, then crop (or zero-extend) by the padding."""
+    n, c, h, wd = x.shape
+    _, og, kh, kw = w.shape
+    g = at.groups
+    (sh, sw), (dh, dw) = at.strides, at.dilations
+    acc = np.float64 if x.dtype.kind == "f" else np.int64
+    full = np.zeros((n, g * og, (h - 1) * sh + (kh - 1) * dh + 1,
+                     (wd - 1) * sw + (kw - 1) * dw + 1), acc)
+    xg = x.astype(acc).reshape(n, g, c // g, h, wd)
+    wg = w.astype(acc).reshape(g, c // g, og, kh, kw)
+    for p in range(kh):
+        for q in range(kw):
+            part = np.einsum("ngchw,gco->ngohw", xg, wg[..., p, q]).reshape(n, g * og, h, wd)
+            full[:, :, p * dh: p * dh + (h - 1) * sh + 1: sh,
+                 q * dw: q * dw + (wd - 1) * sw + 1: sw] += part
+    pt, pl, pb, pr = at.padding
+    full = np.pad(full, ((0, 0), (0, 0), (max(-pt, 0), max(-pb, 0)), (max(-pl, 0), max(-pr, 0))))
+    y = full[:, :, max(pt, 0): full.shape[2] - max(pb, 0), max(pl, 0): full.shape[3] - max(pr, 0)]
+    return y.astype(x.dtype)
+
+
+register(OpDef("conv_transpose2d", ConvTranspose2dAttrs, Pattern.OUT_FUSABLE,
+               _infer_conv_transpose2d, _conv_transpose2d_ref, num_inputs=(2, 2)))
+
+__all__ = ["Conv2dAttrs", "ConvTranspose2dAttrs", "conv_output_size", "conv_transpose_output_size"]

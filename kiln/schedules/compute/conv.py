@@ -74,3 +74,42 @@ def conv2d(n: NodeInfo, x: te.Tensor, w: te.Tensor) -> te.Tensor:
                       axis=[rc, rh, rw])
 
     return te.compute(n.shape, f, name=n.name)
+
+
+@compute("conv_transpose2d")
+def conv_transpose2d(n: NodeInfo, x: te.Tensor, w: te.Tensor) -> te.Tensor:
+    """A stride-1 convolution with the flipped kernel over the input with ``stride - 1`` zeros
+    inserted between pixels and ``(k - 1) * dilation - pad`` zeros around it. The zero-inserted
+    input is the padding stage (one phase), so the conv2d templates schedule it unchanged."""
+    at = n.attrs
+    _, c, h, wd = shape_of(x)
+    _, og, kh, kw = shape_of(w)
+    _, _, oh, ow = n.shape
+    (sh, sw), (dh, dw) = at.strides, at.dilations
+    pt, pl, _, _ = at.padding
+    top, left = (kh - 1) * dh - pt, (kw - 1) * dw - pl       # may be negative: a crop
+    hd, wdd = oh + (kh - 1) * dh, ow + (kw - 1) * dw
+
+    def dilated(b: Any, ch: Any, row: Any, phase: Any, col: Any) -> Any:
+        u, v = row - top, col - left
+        inside = [u >= 0, v >= 0, u < (h - 1) * sh + 1, v < (wd - 1) * sw + 1]
+        if sh > 1:
+            inside.append(tirx.floormod(u, sh) == 0)
+        if sw > 1:
+            inside.append(tirx.floormod(v, sw) == 0)
+        value = x[b, ch, tirx.floordiv(u, sh), tirx.floordiv(v, sw)]
+        return tirx.if_then_else(tirx.all(*inside), value, const(0, x.dtype))
+
+    xd = te.compute((shape_of(x)[0], c, hd, 1, wdd), dilated, name=n.name + PAD_SUFFIX)
+    cg = c // at.groups
+    rc = te.reduce_axis((0, cg), name="rc")
+    rh = te.reduce_axis((0, kh), name="rh")
+    rw = te.reduce_axis((0, kw), name="rw")
+
+    def f(b: Any, o: Any, i: Any, j: Any) -> Any:
+        ch = rc if at.groups == 1 else (o // og) * cg + rc
+        wo = o if at.groups == 1 else o % og
+        return te.sum(xd[b, ch, i + rh * dh, 0, j + rw * dw]
+                      * w[ch, wo, kh - 1 - rh, kw - 1 - rw], axis=[rc, rh, rw])
+
+    return te.compute(n.shape, f, name=n.name)

@@ -1,1 +1,177 @@
-"""TE compute of pooling, normalisation, padding and resizing ops."""
+"""TE compute of pooling, padding and resizing (see ``kiln.ir.ops.nn`` for their semantics).
+
+Pooling is one reduction block over the window (reads outside the input are masked with
+``if_then_else``, so there is no padded copy), then, for the average and Lp modes, a pointwise
+block that divides by the window count or takes the p-th root. Padding and resizing are
+injective: each output element computes where it reads from.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+from tvm import te, tirx
+
+from kiln.ir.ops.nn import (
+    NUMPY_MATH,
+    PadMode,
+    PoolMode,
+    ResizeMath,
+    pad_bounds,
+    pad_source,
+    pool_window_count,
+    resize_taps,
+    resized_axes,
+)
+from kiln.schedules.compute.registry import NodeInfo, compute, const, shape_of
+
+ACC_SUFFIX = "_acc"     # the window reduction of an average or Lp pool is ``<name>_acc``
+
+
+def _lowest(dtype: str) -> tirx.PrimExpr:
+    if dtype.startswith("float"):
+        return const(-np.inf, dtype)
+    return tirx.min_value(dtype)
+
+
+def _clip(v: Any, lo: int, hi: int) -> Any:
+    return tirx.max(tirx.min(v, hi), lo)
+
+
+@compute("pool")
+def pool(n: NodeInfo, x: te.Tensor) -> te.Tensor:
+    at = n.attrs
+    k = len(at.kernel)
+    spatial = shape_of(x)[2:]
+    out_spatial = n.shape[2:]
+    dt = n.dtype
+    rs = [te.reduce_axis((0, kk), name=f"r{i}") for i, kk in enumerate(at.kernel)]
+    init = _lowest(dt) if at.mode is PoolMode.MAX else const(0, dt)
+
+    def window(b: Any, c: Any, *o: Any) -> Any:
+        idx, inside = [], []
+        for i in range(k):
+            lo, s, d = at.pads[i], at.strides[i], at.dilations[i]
+            j = o[i] * s + rs[i] * d - lo
+            idx.append(j)
+            if lo:                                   # only the bounds some window crosses
+                inside.append(j >= 0)
+            if (out_spatial[i] - 1) * s + (at.kernel[i] - 1) * d - lo >= spatial[i]:
+                inside.append(j < spatial[i])
+        v = x(b, c, *idx)
+        if at.mode is PoolMode.LP:
+            v = tirx.abs(v) if at.p == 1 else v * v if at.p == 2 else \
+                tirx.power(tirx.abs(v), const(at.p, dt))
+        if inside:
+            v = tirx.if_then_else(tirx.all(*inside), v, init)
+        return (te.max if at.mode is PoolMode.MAX else te.sum)(v, axis=rs)
+
+    if at.mode is PoolMode.MAX:
+        return te.compute(n.shape, window, name=n.name)
+    acc = te.compute(n.shape, window, name=n.name + ACC_SUFFIX)
+    if at.mode is PoolMode.LP:
+        root = (lambda v: v) if at.p == 1 else tirx.sqrt if at.p == 2 else \
+            (lambda v: tirx.power(v, const(1.0 / at.p, dt)))
+        return te.compute(n.shape, lambda *i: root(acc(*i)), name=n.name)
+    counts = [pool_window_count(at, i, np.arange(out_spatial[i]), spatial[i],
+                                at.count_include_pad, np.maximum, np.minimum) for i in range(k)]
+    if all((c == c[0]).all() for c in counts):     # every window holds as many taps
+        scale = const(1.0 / float(np.prod([c[0] for c in counts])), dt)
+        return te.compute(n.shape, lambda *i: acc(*i) * scale, name=n.name)
+
+    def average(b: Any, c: Any, *o: Any) -> Any:
+        count: Any = 1
+        for i in range(k):
+            count = count * pool_window_count(at, i, o[i], spatial[i], at.count_include_pad,
+                                              tirx.max, tirx.min)
+        return acc(b, c, *o) / count.astype(dt)
+
+    return te.compute(n.shape, average, name=n.name)
+
+
+@compute("pad")
+def pad(n: NodeInfo, x: te.Tensor) -> te.Tensor:
+    at = n.attrs
+    shape = shape_of(x)
+    bounds = pad_bounds(at, shape)
+
+    def f(*i: Any) -> Any:
+        src, inside = [], []
+        for axis, (crop, kept, lo) in enumerate(bounds):
+            j = i[axis] - lo
+            if lo == 0 and n.shape[axis] == kept:      # this axis is only cropped, or kept
+                src.append(j + crop)
+                continue
+            src.append(crop + pad_source(at.mode, j, kept, tirx.floormod, _clip, tirx.Select))
+            if at.mode is PadMode.CONSTANT:
+                if lo:
+                    inside.append(j >= 0)
+                if n.shape[axis] > lo + kept:
+                    inside.append(j < kept)
+        v = x(*src)
+        if not inside:
+            return v
+        # the source index is clamped into range, so both sides are safe to evaluate
+        return tirx.Select(tirx.all(*inside), v, const(at.value, n.dtype))
+
+    return te.compute(n.shape, f, name=n.name)
+
+
+TE_MATH = ResizeMath(floor=tirx.floor, where=tirx.Select,
+                     to_int=lambda v: v.astype("int64"), clip=_clip,
+                     f64=lambda v: v.astype("float64"), logical_and=tirx.And,
+                     logical_or=tirx.Or)
+
+
+def _floor_ratio(at: Any, axis: int, size_in: int) -> bool:
+    """Whether nearest resizing along ``axis`` reads ``floor(i * size_in / size_out)``:
+    then the index is integer arithmetic instead of float64 coordinates."""
+    size_out = at.sizes[axis]
+    i = np.arange(size_out)
+    idx = resize_taps(at, axis, i, size_in, NUMPY_MATH)[0][0][0]
+    return at.coordinate_mode != "tf_crop_and_resize" and \
+        np.array_equal(idx, i * size_in // size_out)
+
+
+@compute("resize")
+def resize(n: NodeInfo, x: te.Tensor) -> te.Tensor:
+    """Separable taps per resized axis; the output sums every combination of them (1 read
+    for nearest, 2^k for k linear axes, 4^k for cubic)."""
+    at = n.attrs
+    shape = shape_of(x)
+    axes = resized_axes(at, shape)
+    dt = n.dtype
+    fast = {a for a in axes if at.mode.value == "nearest" and _floor_ratio(at, a, shape[a])}
+
+    def f(*i: Any) -> Any:
+        terms: list[tuple[list[Any], Any]] = [(list(i), None)]
+        outside = []
+        for a in axes:
+            if a in fast:
+                for src, _ in terms:
+                    src[a] = i[a].astype("int64") * shape[a] // at.sizes[a]
+                continue
+            taps, out = resize_taps(at, a, i[a], shape[a], TE_MATH)
+            if out is not None:
+                outside.append(out)
+            grown = []
+            for src, w in terms:
+                for idx, tw in taps:
+                    s = list(src)
+                    s[a] = idx
+                    grown.append((s, tw if w is None else (tw if tw is None else w * tw)))
+            terms = grown
+        value = None
+        for src, w in terms:
+            v = x(*src)
+            if w is not None:
+                v = w.astype(dt) * v
+            value = v if value is None else value + v
+        if outside:
+            value = tirx.Select(functools.reduce(tirx.Or, outside),
+                                const(at.extrapolation_value, dt), value)
+        return value
+
+    return te.compute(n.shape, f, name=n.name)

@@ -98,7 +98,7 @@ class CpuDepthwiseKnobs:
 ConvKnobs = CpuConvKnobs | CpuDepthwiseKnobs
 
 
-def _vector_width(ow: int, lanes: int) -> int:
+def vector_width(ow: int, lanes: int) -> int:
     """Columns per vector: the divisor of the output width, at most one register wide, that
     fills its register best (56 columns: 4 vectors of 14; 7 columns: one of 7). A prime width
     wider than a register gets full vectors and a predicated tail instead."""
@@ -119,7 +119,7 @@ def default_conv_knobs(out_shape: tuple[int, int, int, int],
 
     Every tile size divides its extent: a tile that overhangs is predicated, and the predicate
     sits inside the reduction (3x slower on the 64-channel 3x3 conv). Vectors hold ``owl``
-    columns (``_vector_width``). The register tile aims at half the registers as accumulators
+    columns (``vector_width``). The register tile aims at half the registers as accumulators
     (16 of 32 zmm, 8 of 16 ymm: enough independent FMA chains to cover FMA latency x issue
     width, and room left for the input vectors): first as many output channels as divide the
     channel count (each input vector loaded feeds them all), then more vectors along the row
@@ -128,7 +128,7 @@ def default_conv_knobs(out_shape: tuple[int, int, int, int],
     """
     n, oc, oh, ow = out_shape
     lanes, regs = isa.lanes(dtype), isa.vector_registers
-    owl = _vector_width(ow, lanes)
+    owl = vector_width(ow, lanes)
     row_vectors = -(-ow // owl)
     accumulators = regs // 2
     if weight_shape[1] == 1 and groups > 1:
