@@ -19,6 +19,7 @@ from tvm import s_tir, te, tirx
 
 from kiln.errors import ModelError
 from kiln.ir.graph import Node, Value
+from kiln.ir.ops.indexing import LOOP_NEST_OPS
 from kiln.ir.ops.reduce import AXIS_REDUCTIONS, reduce_axes
 from kiln.ir.ops.registry import Pattern
 from kiln.ir.ops.rnn import RECURRENT_OPS
@@ -99,6 +100,10 @@ def plan_schedule(group: Group, target: Target) -> SchedulePlan:
         return SchedulePlan(Template.RECURRENCE, target, dtype, notes=[
             f"{anchor.op.name}: time loop written scheduled (parallel over directions x batch, "
             "vectorised matvec and gate math)"])
+    if anchor is not None and anchor.op.name in LOOP_NEST_OPS:
+        return SchedulePlan(Template.RECURRENCE, target, dtype, notes=[
+            f"{anchor.op.name}: loop nest written scheduled in its compute (parallel over "
+            "independent rows, vectorised over trailing dims)"])
     if anchor is not None and anchor.op.name in GEMM_OPS:
         a, out = anchor.inputs[0].shape, anchor.outputs[0].shape
         m, n, k = (out[-2] if len(out) > 1 else 1), out[-1], a[-1]
