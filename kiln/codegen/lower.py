@@ -35,10 +35,11 @@ from kiln.schedules.compute.matmul import (
     pack_weight,
     packed_operand,
 )
+from kiln.schedules.compute.quant import integer_product
 from kiln.schedules.compute.registry import shape_of, te_shape
 from kiln.target import Target
 
-GEMM_OPS = ("matmul", "dense")
+GEMM_OPS = ("matmul", "dense", "matmul_integer")
 
 
 class Template(Enum):
@@ -148,11 +149,13 @@ def plan_schedule(group: Group, target: Target) -> SchedulePlan:
 
 
 def _packable_weight(n: Node) -> np.ndarray | None:
-    """The [K, N] weight of a GEMM node when it is a float32 2-D constant, else None."""
+    """The [K, N] weight of a GEMM node when it is a float32 2-D constant (int8 / uint8 for
+    matmul_integer: packed as is, widened in the inner loop), else None."""
     w = n.inputs[1]
-    if not w.is_constant or w.type.rank != 2 or w.dtype.value != "float32":
+    packs = ("int8", "uint8") if n.op.name == "matmul_integer" else ("float32",)
+    if not w.is_constant or w.type.rank != 2 or w.dtype.value not in packs:
         return None
-    return w.data if n.op.name == "matmul" else w.data.T
+    return w.data.T if n.op.name == "dense" else w.data
 
 
 def row_rank(anchor: Node) -> int | None:
@@ -229,16 +232,19 @@ def _padded_gemm(n: Node, info: NodeInfo, ins: list, plan: SchedulePlan, names: 
         args.append(panels)
         b_at, n_pad = packed_operand(bp), panels.shape[0] * cfg.nr
     else:
-        b_at = matmul_operand(info.shape, ins[1]) if n.op.name == "matmul" \
+        b_at = matmul_operand(info.shape, ins[1]) if n.op.name != "dense" \
             else dense_operand(ins[1])
         n_pad = shape[-1]
         if plan.pack_at_runtime:
-            bp = pack_at_runtime(b_at, shape[:-2], k_extent, shape[-1], cfg.nr, info.dtype,
+            bp = pack_at_runtime(b_at, shape[:-2], k_extent, shape[-1], cfg.nr,
+                                 n.inputs[1].dtype.value,
                                  names.fresh(f"{info.name}_pack"))
             b_at, n_pad = packed_operand(bp), shape_of(bp)[-3] * cfg.nr
     m = shape[-2]
     m_pad = x86.round_up(m, cfg.mc) if isinstance(m, int) else m
-    return gemm_padded(info, ins[0], b_at, k_extent, m_pad, n_pad)
+    product = integer_product(info.shape, ins[0], ins[2], ins[3]) \
+        if n.op.name == "matmul_integer" else None
+    return gemm_padded(info, ins[0], b_at, k_extent, m_pad, n_pad, product)
 
 
 class _Names:

@@ -31,17 +31,20 @@ def pack_weight(b_kn: np.ndarray, nr: int) -> np.ndarray:
 
 
 def _gemm(shape: tuple[int, ...], name: str, a: te.Tensor, b_at: Any, k_extent: int,
-          rows: int | None = None) -> te.Tensor:
+          rows: int | None = None, product: Any = None) -> te.Tensor:
     """``C[..., m, j] = sum_k A[..., m, k] * b_at(batch_index, k, j)``; A's batch dims
     broadcast. With ``rows`` (< shape[-2]), rows past it re-read A's last row: a clamped index,
-    never a read out of bounds."""
+    never a read out of bounds. ``product(lead, j, a_value, b_value)`` replaces the plain
+    product (``lead``: the output index without ``j``, its row clamped): an integer GEMM
+    widens the operands and subtracts zero points there."""
     a_shape = shape_of(a)
     k = te.reduce_axis((0, k_extent), name="k")
 
     def f(*i: Any) -> Any:
         lead = i[:-1] if rows is None else (*i[:-2], tirx.min(i[-2], rows - 1))
         a_idx = broadcast_index(a, shape[:-1] + (a_shape[-1],), (*lead, k))
-        return te.sum(a(*a_idx) * b_at(i[:-2], k, i[-1]), axis=k)
+        av, bv = a(*a_idx), b_at(i[:-2], k, i[-1])
+        return te.sum(av * bv if product is None else product(lead, i[-1], av, bv), axis=k)
 
     return te.compute(shape, f, name=name)
 
@@ -93,7 +96,7 @@ def dense(n: NodeInfo, x: te.Tensor, w: te.Tensor) -> te.Tensor:
 
 
 def gemm_padded(n: NodeInfo, a: te.Tensor, b_at: Any, k_extent: int, m_pad: int,
-                n_pad: int) -> te.Tensor:
+                n_pad: int, product: Any = None) -> te.Tensor:
     """The node's GEMM on a grid padded to [..., m_pad, n_pad], so that every register and
     cache tile of the schedule is whole (no predicate in the inner loops). Rows past M re-read
     A's last row; columns past N multiply the zero padding of a packed weight. The padded
@@ -103,7 +106,7 @@ def gemm_padded(n: NodeInfo, a: te.Tensor, b_at: Any, k_extent: int, m_pad: int,
     m = shape[-2]
     padded = isinstance(m, int) and m_pad > m
     c = _gemm((*shape[:-2], m_pad, n_pad), f"{n.name}_gemm", a, b_at, k_extent,
-              rows=m if padded else None)
+              rows=m if padded else None, product=product)
     if len(n.shape) == 1:
         return te.compute(n.shape, lambda j: c(0, j), name=n.name)
     return te.compute(n.shape, lambda *i: c(*i), name=n.name)

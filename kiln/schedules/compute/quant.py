@@ -1,1 +1,129 @@
-"""TE compute of int8 quantization ops: quantize, dequantize, integer GEMM and convolution."""
+"""TE for the quantization ops (see ``kiln.ir.ops.quant`` for their semantics).
+
+quantize / dequantize / fixed_point_multiply are one expression per element, so they inline
+into the injective template or a GEMM / conv epilogue. ``matmul_integer`` is kiln's GEMM with
+an int32 accumulator: ``integer_product`` widens each operand and subtracts its zero point
+inside the reduction, so the x86 GEMM template tiles it like a float GEMM (the product is
+``vpmulld`` + ``vpaddd`` instead of an FMA).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tvm import te, tirx
+
+from kiln.ir.dtype import DType
+from kiln.ir.ops.quant import calc_dtype, quant_range
+from kiln.ir.types import normalize_axis
+from kiln.schedules.compute.matmul import gemm_padded, matmul_operand
+from kiln.schedules.compute.registry import (
+    NodeInfo,
+    broadcast_index,
+    compute,
+    const,
+    shape_of,
+)
+
+
+def _param(p: te.Tensor, shape: Sequence[int], idx: Sequence[Any], at: Any) -> Any:
+    """A scale or zero point at output position ``idx``: broadcast, or blocked on an axis."""
+    if not at.block_size or not shape_of(p):
+        return p(*broadcast_index(p, shape, idx))
+    axis = normalize_axis(at.axis, len(shape))
+    return p(*(i // at.block_size if a == axis else i for a, i in enumerate(idx)))
+
+
+@compute("quantize")
+def quantize(n: NodeInfo, x: te.Tensor, scale: te.Tensor, zp: te.Tensor) -> te.Tensor:
+    """Divide (not multiply by a reciprocal, which rounds differently), round half to even
+    (``nearbyint`` in the default rounding mode), add the zero point, saturate; in float, as
+    onnxruntime's MLAS does, so values past the integer range clamp instead of wrapping."""
+    at, shape = n.attrs, n.shape
+    calc = calc_dtype(DType(str(x.dtype)), DType(str(scale.dtype)))
+    lo, hi = (const(v, calc) for v in quant_range(n.dtype))
+
+    def f(*i: Any) -> Any:
+        s = _param(scale, shape, i, at).astype(calc)
+        z = _param(zp, shape, i, at).astype(calc)
+        q = tirx.nearbyint(x(*i).astype(calc) / s) + z
+        return tirx.max(tirx.min(q, hi), lo).astype(n.dtype)
+
+    return te.compute(shape, f, name=n.name)
+
+
+@compute("dequantize")
+def dequantize(n: NodeInfo, x: te.Tensor, scale: te.Tensor, zp: te.Tensor) -> te.Tensor:
+    at, shape = n.attrs, n.shape
+    calc = calc_dtype(DType(str(scale.dtype)))
+
+    def f(*i: Any) -> Any:
+        z = _param(zp, shape, i, at).astype(calc)
+        s = _param(scale, shape, i, at).astype(calc)
+        return ((x(*i).astype(calc) - z) * s).astype(n.dtype)
+
+    return te.compute(shape, f, name=n.name)
+
+
+def integer_product(out_shape: Sequence[int], a: te.Tensor, az: te.Tensor,
+                    bz: te.Tensor) -> Any:
+    """The term ``(int32(a) - az[row]) * (int32(b) - bz[col])`` of an integer GEMM, for
+    ``gemm_reduce``. ``lead`` is the output position without its column (its row already
+    clamped below M), ``col`` may run past N on a padded grid: a per-column zero point
+    re-reads its last element there (the padded columns are never stored)."""
+    a_rows = (*out_shape[:-1], 1)                      # az broadcasts over [..., M, 1]
+    b_cols = (*out_shape[:-2], 1, out_shape[-1])       # bz over [..., 1, N]
+    n_cols = out_shape[-1]
+
+    def product(lead: Sequence[Any], col: Any, av: Any, bv: Any) -> Any:
+        za = az(*broadcast_index(az, a_rows, (*lead, 0)))
+        per_column = shape_of(bz) and not (isinstance(shape_of(bz)[-1], int)
+                                           and shape_of(bz)[-1] == 1)
+        if per_column:
+            col = tirx.min(col, n_cols - 1)
+        zb = bz(*broadcast_index(bz, b_cols, (*lead[:-1], 0, col)))
+        return ((av.astype("int32") - za.astype("int32"))
+                * (bv.astype("int32") - zb.astype("int32")))
+
+    return product
+
+
+@compute("matmul_integer")
+def matmul_integer(n: NodeInfo, a: te.Tensor, b: te.Tensor, az: te.Tensor,
+                   bz: te.Tensor) -> te.Tensor:
+    """``y[..., m, j] = sum_k (a[..., m, k] - az) * (b[..., k, j] - bz)`` in int32."""
+    shape = n.shape
+    return gemm_padded(n, a, matmul_operand(shape, b), shape_of(a)[-1], shape[-2], shape[-1],
+                       product=integer_product(shape, a, az, bz))
+
+
+@compute("fixed_point_multiply")
+def fixed_point_multiply(n: NodeInfo, x: te.Tensor, m: te.Tensor, s: te.Tensor) -> te.Tensor:
+    """gemmlowp's ``MultiplyByQuantizedMultiplier``: a saturating left shift by ``max(s, 0)``,
+    the rounding doubling high multiply ``(x * m + nudge) / 2^31`` (64-bit product, division
+    truncating toward zero), then a rounding right shift by ``max(-s, 0)`` (half away from
+    zero). Integer arithmetic only; a constant ``m`` and ``s`` fold the shifts."""
+    shape = n.shape
+
+    def f(*i: Any) -> Any:
+        x64 = x(*broadcast_index(x, shape, i)).astype("int64")
+        m64 = m(*broadcast_index(m, shape, i)).astype("int64")
+        s64 = s(*broadcast_index(s, shape, i)).astype("int64")
+        zero, one = const(0, "int64"), const(1, "int64")
+        left, right = tirx.max(s64, zero), tirx.max(-s64, zero)
+        xs = tirx.max(tirx.min(tirx.shift_left(x64, left), const((1 << 31) - 1, "int64")),
+                      const(-(1 << 31), "int64"))       # a saturating left shift
+        prod = xs * m64
+        nudge = tirx.Select(prod >= zero, const(1 << 30, "int64"), const(1 - (1 << 30), "int64"))
+        high = tirx.truncdiv(prod + nudge, const(1 << 31, "int64"))
+        int32_min = const(-(1 << 31), "int64")       # the one product that overflows
+        high = tirx.Select(tirx.all(xs == int32_min, m64 == int32_min),
+                           const((1 << 31) - 1, "int64"), high)
+        mask = tirx.shift_left(one, right) - one
+        threshold = tirx.shift_right(mask, one) + tirx.Select(high < zero, one, zero)
+        rounded = tirx.shift_right(high, right) + tirx.Select(
+            tirx.bitwise_and(high, mask) > threshold, one, zero)
+        return rounded.astype("int32")
+
+    return te.compute(shape, f, name=n.name)

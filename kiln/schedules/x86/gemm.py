@@ -91,8 +91,10 @@ def schedule_gemm(sch: s_tir.Schedule, gemm: str, cfg: CpuGemmKnobs, isa: Isa) -
     pointwise epilogue (see the module docstring for the loop nest)."""
     check_knobs(cfg, isa)
     out_names = {block_name(sch, b) for b in output_blocks(sch)}
-    # a producer of the GEMM block is B packed at run time (A is always a plain input)
-    packs = [block_name(sch, b) for b in sch.get_producers(sch.get_sblock(gemm))]
+    # a producer of the GEMM block is B packed at run time (A is always a plain input), or a
+    # scalar immediate (an integer GEMM's zero point: it reads nothing, and inlines)
+    packs = [block_name(sch, b) for b in sch.get_producers(sch.get_sblock(gemm))
+             if sch.get(b).reads]
     inline_pointwise(sch, keep={gemm, *packs})  # the epilogue becomes one block, reading C
     block = sch.get_sblock(gemm)
     *batch, m, n, k = sch.get_loops(block)

@@ -1,1 +1,376 @@
-"""Quantized ops: QuantizeLinear, DequantizeLinear, integer GEMM and convolution."""
+"""Quantized ONNX ops: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, MatMulInteger,
+ConvInteger, QLinearMatMul, QLinearConv, and onnxruntime's com.microsoft QLinearAdd and
+QLinearConcat.
+
+Everything is written with kiln's ``quantize``, ``dequantize``, ``matmul_integer`` and
+``fixed_point_multiply`` plus ordinary ops:
+- DynamicQuantizeLinear is two reductions (min, max) and scalar arithmetic, then ``quantize``.
+- ConvInteger / QLinearConv subtract the zero points in int32 (so the zero padding of ``conv2d``
+  is padding with the zero point, as onnxruntime pads) and run ``conv2d`` on int32.
+- A quantized result moves to its output scale ("requantization") in integer arithmetic when the
+  scales are constants: each ratio becomes a Q31 multiplier and a shift at import, and the
+  kernel runs ``fixed_point_multiply`` (TFLite / gemmlowp). Scales computed at run time take
+  the float path onnxruntime takes: ``round(float(acc) * ratio) + zero point``, saturated.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from kiln.errors import ModelError
+from kiln.frontend.onnx.context import Context, onnx_dtype, onnx_op, reshape
+from kiln.ir.dtype import DType
+from kiln.ir.graph import Value
+from kiln.ir.ops.quant import quant_range, quantize_multiplier
+from kiln.ir.types import format_shape, normalize_axis
+
+MS = "com.microsoft"
+# TFLite's quantized add: inputs rescaled to 2^20 x (output scale) fit int32 (255 * 2^20 < 2^31)
+# and keep 20 fractional bits, so the one rounding that matters is the final one
+ADD_LEFT_SHIFT = 20
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _zero(ctx: Context, dtype: DType) -> Value:
+    return ctx.constant(np.zeros((), dtype.np), dtype=dtype)
+
+
+def _cast(ctx: Context, v: Value, dtype: DType) -> Value:
+    return v if v.dtype == dtype else ctx.emit("cast", [v], dtype=dtype)
+
+
+def _scalar_or_axis(ctx: Context, p: Value, x: Value, axis: int, what: str) -> Value:
+    """A scale or zero point as kiln's quantize takes it: 0-d per tensor, [1, .., C, .., 1]
+    per axis (ONNX gives a [C] vector and an ``axis``)."""
+    if p.type.rank == 0:
+        return p
+    if p.type.is_static and p.type.numel == 1:
+        return reshape(ctx, p, ())
+    if p.type.rank != 1:
+        raise ModelError(f"{what} {p.type} must be a scalar or a 1-D per-axis vector (a "
+                         "blocked one needs block_size)")
+    shape: list = [1] * x.type.rank
+    shape[normalize_axis(axis, x.type.rank)] = p.shape[0]
+    return reshape(ctx, p, shape)
+
+
+def _quant_layout(ctx: Context, x: Value, scale: Value, zp: Value) -> tuple[Value, Value, dict]:
+    """Scale, zero point and the quantize/dequantize attributes of the node's axis and
+    block_size (opset 21+)."""
+    block = int(ctx.attr("block_size", 0))
+    axis = int(ctx.attr("axis", 1))
+    if block:
+        axis = normalize_axis(axis, x.type.rank)
+        return scale, zp, {"axis": axis, "block_size": block}
+    return (_scalar_or_axis(ctx, scale, x, axis, "the scale"),
+            _scalar_or_axis(ctx, zp, x, axis, "the zero point"), {})
+
+
+def _saturate(ctx: Context, v: Value, dtype: DType) -> Value:
+    """An int32 ``v`` clamped to ``dtype``'s range and cast to it."""
+    lo, hi = quant_range(dtype)
+    v = ctx.emit("minimum", [v, ctx.constant(np.array(hi, np.int32))])
+    v = ctx.emit("maximum", [v, ctx.constant(np.array(lo, np.int32))])
+    return ctx.emit("cast", [v], dtype=dtype)
+
+
+def fixed_point_rescale(ctx: Context, v: Value, ratio: np.ndarray) -> Value:
+    """``round(v * ratio)`` for an int32 ``v`` and a constant ``ratio`` (broadcast to ``v``), in
+    integer arithmetic: a Q31 multiplier and a shift per ratio, computed here."""
+    m, s = quantize_multiplier(ratio)
+    return ctx.emit("fixed_point_multiply", [v, ctx.constant(m), ctx.constant(s)])
+
+
+def _requantize(ctx: Context, acc: Value, ratio: Value, y_zp: Value, dtype: DType) -> Value:
+    """An int32 accumulator ``acc`` at scale ``in_scale`` as ``dtype`` at ``out_scale``, with
+    ``ratio = in_scale / out_scale`` broadcast to ``acc`` and ``y_zp`` 0-d."""
+    r = ratio.data
+    if r is not None and np.all(r > 0) and np.all(r < 2.0**30):   # what int32 shifts reach
+        v = fixed_point_rescale(ctx, acc, r.astype(np.float64))
+        return _saturate(ctx, ctx.emit("add", [v, _cast(ctx, y_zp, DType.int32)]), dtype)
+    # onnxruntime's float path: round half to even, add the zero point, saturate
+    f = ctx.emit("mul", [_cast(ctx, acc, DType.float32), _cast(ctx, ratio, DType.float32)])
+    one = ctx.constant(np.array(1.0, np.float32))
+    return ctx.emit("quantize", [f, one, y_zp], dtype=dtype)
+
+
+def _zero_point(ctx: Context, i: int, of: Value) -> Value:
+    zp = ctx.input(i)
+    if zp is None:
+        return _zero(ctx, of.dtype)
+    if zp.dtype != of.dtype:
+        raise ModelError(f"zero point {zp.type} must have the dtype of its input {of.type}")
+    return zp
+
+
+def _scalar(ctx: Context, v: Value, what: str) -> Value:
+    if v.type.rank and not (v.type.is_static and v.type.numel == 1):
+        raise ModelError(f"{what} {v.type} must be a scalar (per-tensor)")
+    return reshape(ctx, v, ()) if v.type.rank else v
+
+
+# -- QuantizeLinear / DequantizeLinear ----------------------------------------------------------
+@onnx_op("QuantizeLinear")
+def _quantize_linear(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    x, scale, zp = ctx.required(0), ctx.required(1), ctx.input(2)
+    if zp is not None:
+        dtype = zp.dtype
+    elif ctx.attr("output_dtype"):               # opset 21+
+        dtype = onnx_dtype(ctx.attr("output_dtype"), "QuantizeLinear's output_dtype")
+    else:
+        dtype = DType.uint8
+    if zp is None:
+        zp = _zero(ctx, dtype)
+    if ctx.attr("precision"):                    # opset 23+: the dtype of the division
+        calc = onnx_dtype(ctx.attr("precision"), "QuantizeLinear's precision")
+        x, scale = _cast(ctx, x, calc), _cast(ctx, scale, calc)
+    scale, zp, attrs = _quant_layout(ctx, x, scale, zp)
+    return [ctx.emit("quantize", [x, scale, zp], dtype=dtype, **attrs)]
+
+
+@onnx_op("DequantizeLinear")
+def _dequantize_linear(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    x, scale = ctx.required(0), ctx.required(1)
+    zp = _zero_point(ctx, 2, x)
+    dtype = scale.dtype
+    if ctx.attr("output_dtype"):                 # opset 23+
+        dtype = onnx_dtype(ctx.attr("output_dtype"), "DequantizeLinear's output_dtype")
+    scale, zp, attrs = _quant_layout(ctx, x, scale, zp)
+    return [ctx.emit("dequantize", [x, scale, zp], dtype=dtype, **attrs)]
+
+
+@onnx_op("DynamicQuantizeLinear")
+def _dynamic_quantize_linear(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    """onnxruntime's arithmetic, in float32: the range [min(x, 0), max(x, 0)]; scale = range /
+    255 (1 when the range is empty); zero point = round_half_even(clamp(0 - min / scale))."""
+    x = ctx.required(0)
+    if x.dtype is not DType.float32:
+        raise ModelError(f"DynamicQuantizeLinear needs a float32 input, got {x.type}")
+    zero, one = ctx.scalar(0.0, x), ctx.scalar(1.0, x)
+    hi = ctx.emit("maximum", [ctx.emit("reduce_max", [x]), zero])
+    lo = ctx.emit("minimum", [ctx.emit("reduce_min", [x]), zero])
+    span = ctx.emit("div", [ctx.emit("sub", [hi, lo]), ctx.scalar(255.0, x)])
+    scale = ctx.emit("where", [ctx.emit("equal", [hi, lo]), one, span])
+    zp_real = ctx.emit("neg", [ctx.emit("div", [lo, scale])])
+    u8zero = _zero(ctx, DType.uint8)
+    zp = ctx.emit("quantize", [zp_real, one, u8zero], dtype=DType.uint8)   # round + saturate
+    y = ctx.emit("quantize", [x, scale, zp], dtype=DType.uint8)
+    return [y, scale, zp]
+
+
+# -- integer GEMM -------------------------------------------------------------------------------
+def _matmul_integer(ctx: Context, a: Value, b: Value, az: Value, bz: Value) -> Value:
+    """``(a - az) @ (b - bz)`` in int32, with numpy.matmul's promotion of 1-D operands; ``az``
+    is per tensor or per row of ``a``, ``bz`` per tensor or per column of ``b``."""
+    if a.type.rank == 0 or b.type.rank == 0:
+        raise ModelError(f"integer MatMul needs operands of rank >= 1, got {a.type} and {b.type}")
+    a2 = reshape(ctx, a, (1, *a.shape)) if a.type.rank == 1 else a
+    b2 = reshape(ctx, b, (*b.shape, 1)) if b.type.rank == 1 else b
+    if az.type.is_static and az.type.numel == 1:
+        az = reshape(ctx, az, ())
+    elif az.type.rank == 1:                       # [M]: one per row
+        az = reshape(ctx, az, (az.shape[0], 1))
+    if bz.type.is_static and bz.type.numel == 1:
+        bz = reshape(ctx, bz, ())
+    y = ctx.emit("matmul_integer", [a2, b2, az, bz])
+    if a.type.rank == 1 or b.type.rank == 1:
+        shape = list(y.shape)
+        if b.type.rank == 1:
+            shape.pop(-1)
+        if a.type.rank == 1:
+            shape.pop(-1 if b.type.rank == 1 else -2)
+        y = reshape(ctx, y, shape)
+    return y
+
+
+@onnx_op("MatMulInteger")
+def _matmul_integer_op(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    a, b = ctx.required(0), ctx.required(1)
+    return [_matmul_integer(ctx, a, b, _zero_point(ctx, 2, a), _zero_point(ctx, 3, b))]
+
+
+def _per_row(ctx: Context, s: Value, what: str) -> Value:
+    """A per-tensor or per-row (a [M] vector -> [M, 1]) scale of a matmul's A."""
+    if s.type.rank == 0 or (s.type.is_static and s.type.numel == 1):
+        return _scalar(ctx, s, what)
+    if s.type.rank != 1:
+        raise ModelError(f"{what} {s.type} must be a scalar or one per row")
+    return reshape(ctx, s, (s.shape[0], 1))
+
+
+@onnx_op("QLinearMatMul")
+def _qlinear_matmul(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    """``y = saturate(round((a - az) @ (b - bz) * a_scale * b_scale / y_scale) + y_zp)``; the
+    ratio in the scales' dtype (a float16 ratio is computed in float16, as the spec's
+    reference does)."""
+    a, a_scale = ctx.required(0), ctx.required(1)
+    b, b_scale = ctx.required(3), ctx.required(4)
+    y_scale = ctx.required(6)
+    az, bz = _zero_point(ctx, 2, a), _zero_point(ctx, 5, b)
+    y_zp = ctx.input(7)
+    y_zp = _scalar(ctx, y_zp, "y_zero_point") if y_zp is not None else _zero(ctx, a.dtype)
+    acc = _matmul_integer(ctx, a, b, _per_row(ctx, az, "a_zero_point"), bz)
+    per_column = b_scale.type.rank == 1 and b_scale.shape[0] != 1     # [N] broadcasts as is
+    b_scale = b_scale if per_column else _scalar(ctx, b_scale, "b_scale")
+    ratio = ctx.emit("mul", [_per_row(ctx, a_scale, "a_scale"), b_scale])
+    ratio = ctx.emit("div", [ratio, _scalar(ctx, y_scale, "y_scale")])
+    return [_requantize(ctx, acc, ratio, y_zp, y_zp.dtype)]
+
+
+# -- integer convolution ------------------------------------------------------------------------
+def _ints(ctx: Context, name: str, k: int, default: int) -> list[int]:
+    v = [int(a) for a in ctx.attr(name, [default] * k)]
+    if len(v) != k:
+        raise ModelError(f"{name} {v} must have {k} entries (one per spatial axis)")
+    return v
+
+
+def _conv2d(ctx: Context, x: Value, w: Value) -> Value:
+    """The node's Conv attributes (strides, dilations, pads / auto_pad, group) applied to
+    ``conv2d``; a 1-D convolution runs as a 2-D one of height 1."""
+    if x.type.rank not in (3, 4) or w.type.rank != x.type.rank or not w.type.is_static:
+        raise ModelError(f"only 1-D and 2-D convolution with a static weight is supported, "
+                         f"got input {x.type} and weight {w.type}")
+    k = x.type.rank - 2
+    sizes = x.shape[2:]
+    kernel = list(w.type.static_shape[2:])
+    strides, dilations = _ints(ctx, "strides", k, 1), _ints(ctx, "dilations", k, 1)
+    auto_pad = ctx.attr("auto_pad", "NOTSET")
+    if auto_pad == "NOTSET":
+        pads = _ints(ctx, "pads", 2 * k, 0)
+    elif auto_pad == "VALID":
+        pads = [0] * (2 * k)
+    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        if not all(isinstance(d, int) for d in sizes):
+            raise ModelError(f"auto_pad {auto_pad} needs static spatial dims, got "
+                             f"{format_shape(x.shape)}")
+        lo, hi = [], []
+        for size, kk, s, d in zip(sizes, kernel, strides, dilations, strict=True):
+            total = max((-(-size // s) - 1) * s + (kk - 1) * d + 1 - size, 0)
+            small, big = total // 2, total - total // 2
+            lo.append(small if auto_pad == "SAME_UPPER" else big)
+            hi.append(big if auto_pad == "SAME_UPPER" else small)
+        pads = lo + hi
+    else:
+        raise ModelError(f"unknown auto_pad {auto_pad!r}")
+    group = int(ctx.attr("group", 1))
+    if k == 2:
+        return ctx.emit("conv2d", [x, w], strides=strides, dilations=dilations, groups=group,
+                        padding=(pads[0], pads[1], pads[2], pads[3]))
+    x2 = reshape(ctx, x, (*x.shape[:2], 1, x.shape[2]))
+    w2 = reshape(ctx, w, (*w.shape[:2], 1, kernel[0]))
+    y = ctx.emit("conv2d", [x2, w2], strides=(1, strides[0]), dilations=(1, dilations[0]),
+                 groups=group, padding=(0, pads[0], 0, pads[1]))
+    return reshape(ctx, y, (*y.shape[:2], y.shape[3]))
+
+
+def _conv_integer(ctx: Context, x: Value, w: Value, xz: Value, wz: Value) -> Value:
+    """``conv(x - xz, w - wz)`` in int32; ``wz`` per tensor or per output channel."""
+    i32 = DType.int32
+    x32 = ctx.emit("sub", [_cast(ctx, x, i32), _cast(ctx, _scalar(ctx, xz, "x_zero_point"), i32)])
+    if wz.type.rank == 1 and wz.shape[0] != 1:
+        wz = reshape(ctx, wz, (wz.shape[0], *([1] * (w.type.rank - 1))))
+    elif wz.type.rank:
+        wz = _scalar(ctx, wz, "w_zero_point")
+    w32 = ctx.emit("sub", [_cast(ctx, w, i32), _cast(ctx, wz, i32)])   # folds for a weight
+    return _conv2d(ctx, x32, w32)
+
+
+@onnx_op("ConvInteger")
+def _conv_integer_op(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    x, w = ctx.required(0), ctx.required(1)
+    return [_conv_integer(ctx, x, w, _zero_point(ctx, 2, x), _zero_point(ctx, 3, w))]
+
+
+@onnx_op("QLinearConv")
+def _qlinear_conv(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    """The int32 convolution plus the int32 bias, requantized per output channel by
+    ``x_scale * w_scale[o] / y_scale``."""
+    x, x_scale = ctx.required(0), ctx.required(1)
+    w, w_scale = ctx.required(3), ctx.required(4)
+    y_scale, bias = ctx.required(6), ctx.input(8)
+    y_zp = ctx.input(7)
+    y_zp = _scalar(ctx, y_zp, "y_zero_point") if y_zp is not None else _zero(ctx, x.dtype)
+    acc = _conv_integer(ctx, x, w, _zero_point(ctx, 2, x), _zero_point(ctx, 5, w))
+    spatial = [1] * (acc.type.rank - 2)
+    if bias is not None:
+        acc = ctx.emit("add", [acc, reshape(ctx, _cast(ctx, bias, DType.int32),
+                                            (bias.shape[0], *spatial))])
+    if w_scale.type.rank == 1 and w_scale.shape[0] != 1:
+        w_scale = reshape(ctx, w_scale, (w_scale.shape[0], *spatial))
+    else:
+        w_scale = _scalar(ctx, w_scale, "w_scale")
+    ratio = ctx.emit("div", [ctx.emit("mul", [_scalar(ctx, x_scale, "x_scale"), w_scale]),
+                             _scalar(ctx, y_scale, "y_scale")])
+    return [_requantize(ctx, acc, ratio, y_zp, y_zp.dtype)]
+
+
+# -- com.microsoft: QLinearAdd, QLinearConcat ---------------------------------------------------
+def _const_scale(v: Value) -> float | None:
+    if v.data is None or v.data.size != 1:
+        return None
+    s = float(v.data.reshape(()))
+    return s if s > 0 and np.isfinite(s) else None
+
+
+@onnx_op("QLinearAdd", domain=MS)
+def _qlinear_add(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    """``C = saturate(round((A - az) * sa / sc + (B - bz) * sb / sc) + cz)``, broadcasting.
+    Constant scales (what quantizers export): TFLite's integer add; else the float path."""
+    a, b = ctx.required(0), ctx.required(3)
+    az, bz = _scalar(ctx, _zero_point(ctx, 2, a), "A_zero_point"), \
+        _scalar(ctx, _zero_point(ctx, 5, b), "B_zero_point")
+    cz = _scalar(ctx, _zero_point(ctx, 7, a), "C_zero_point")
+    scales = [ctx.required(i) for i in (1, 4, 6)]
+    sa, sb, sc = (_const_scale(s) for s in scales)
+    if sa is None or sb is None or sc is None:
+        da = ctx.emit("dequantize", [a, _scalar(ctx, scales[0], "A_scale"), az],
+                      dtype=DType.float32)
+        db = ctx.emit("dequantize", [b, _scalar(ctx, scales[1], "B_scale"), bz],
+                      dtype=DType.float32)
+        return [ctx.emit("quantize", [ctx.emit("add", [da, db]),
+                                      _scalar(ctx, scales[2], "C_scale"), cz], dtype=a.dtype)]
+    twice_max = 2.0 * max(sa, sb)
+    i32 = DType.int32
+    terms = []
+    for x, z, s in ((a, az, sa), (b, bz, sb)):
+        centred = ctx.emit("sub", [_cast(ctx, x, i32), _cast(ctx, z, i32)])
+        terms.append(fixed_point_rescale(ctx, centred, np.array(
+            s / twice_max * (1 << ADD_LEFT_SHIFT))))
+    total = ctx.emit("add", terms)
+    out = fixed_point_rescale(ctx, total, np.array(twice_max / ((1 << ADD_LEFT_SHIFT) * sc)))
+    return [_saturate(ctx, ctx.emit("add", [out, _cast(ctx, cz, i32)]), a.dtype)]
+
+
+@onnx_op("QLinearConcat", domain=MS)
+def _qlinear_concat(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    """Inputs ``Y_scale, Y_zero_point, (X, X_scale, X_zero_point)...``: each input rescaled to
+    the output's scale and zero point (as is when they already match), then concatenated."""
+    y_scale = _scalar(ctx, ctx.required(0), "Y_scale")
+    y_zp = _scalar(ctx, ctx.required(1), "Y_zero_point")
+    if (len(node.input) - 2) % 3 or len(node.input) < 5:
+        raise ModelError(f"QLinearConcat takes Y_scale, Y_zero_point and (X, X_scale, "
+                         f"X_zero_point) triples, got {len(node.input)} inputs")
+    sy = _const_scale(y_scale)
+    i32 = DType.int32
+    parts = []
+    for i in range(2, len(node.input), 3):
+        x = ctx.required(i)
+        xs = _scalar(ctx, ctx.required(i + 1), "X_scale")
+        xz = _scalar(ctx, ctx.required(i + 2), "X_zero_point")
+        sx = _const_scale(xs)
+        same_zp = xz.data is not None and y_zp.data is not None and xz.data == y_zp.data
+        if sx is not None and sx == sy and same_zp:
+            parts.append(x)
+        elif sx is not None and sy is not None:
+            centred = ctx.emit("sub", [_cast(ctx, x, i32), _cast(ctx, xz, i32)])
+            v = fixed_point_rescale(ctx, centred, np.array(sx / sy))
+            parts.append(_saturate(ctx, ctx.emit("add", [v, _cast(ctx, y_zp, i32)]),
+                                   y_zp.dtype))
+        else:
+            f = ctx.emit("dequantize", [x, xs, xz], dtype=DType.float32)
+            parts.append(ctx.emit("quantize", [f, y_scale, y_zp], dtype=y_zp.dtype))
+    rank = parts[0].type.rank
+    axis = normalize_axis(int(ctx.attr("axis", 0)), rank)
+    return [ctx.emit("concat", parts, axis=axis) if len(parts) > 1 else parts[0]]
