@@ -119,12 +119,18 @@ def _convert(op: str, ctx: Context) -> list[Value]:
 
     # the input projection of all timesteps, one GEMM: xp[t, b] = X[t, b] W^T + biases
     w2 = reshape(ctx, w, (d_count * gh, _static(w, 2, "W's input size")))
+    t_len, batch, size = x.shape
+    rows = t_len * batch if isinstance(t_len, int) and isinstance(batch, int) else (
+        t_len if batch == 1 else batch if t_len == 1 else None)
+    if rows is not None:   # one [T*B, I] GEMM: as a batch of T [B, I] ones its M would be B
+        x = reshape(ctx, x, (rows, size))
     xp = ctx.emit("dense", [x, w2])
     rbh = ctx.constant(np.zeros((d_count, h), dtype=x.dtype.np)) if lbr else None
-    if b is not None:
+    if b is not None:      # before the reshape below, so the GEMM takes it as its epilogue
         bias, rbh_b = _projection_bias(ctx, b, gh, h, lbr)
         xp = ctx.emit("add", [xp, reshape(ctx, bias, (d_count * gh,))])
         rbh = rbh_b if lbr else None
+    xp = reshape(ctx, xp, (t_len, batch, d_count * gh))
     inputs = [xp, ctx.emit("transpose", [r], perm=(0, 2, 1))]
     if rbh is not None:
         inputs.append(rbh)
