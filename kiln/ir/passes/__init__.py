@@ -6,7 +6,7 @@ from kiln.ir.graph import Graph
 from kiln.ir.passes.dce import eliminate_dead_code
 from kiln.ir.passes.fold import fold_constants
 from kiln.ir.passes.fuse import FusedGraph, Group, fuse_groups
-from kiln.ir.passes.simplify import simplify
+from kiln.ir.passes.simplify import simplify_graph
 from kiln.ir.verify import verify
 
 
@@ -17,11 +17,11 @@ def optimize(g: Graph) -> Graph:
     verify(g)
     g = g.copy()
     fold_constants(g)
-    simplify(g)
+    simplify_graph(g)
     eliminate_dead_code(g)
     verify(g)
     return g
 
 
 __all__ = ["FusedGraph", "Group", "eliminate_dead_code", "fold_constants", "fuse_groups",
-           "optimize", "simplify"]
+           "optimize", "simplify_graph"]

@@ -193,7 +193,8 @@ def _passthrough(n: Node) -> Value | None:
     if op == "slice":
         for a, b, e, s in zip(at.axes, at.starts, at.ends, at.steps, strict=True):
             d = x.shape[normalize_axis(a, x.type.rank)]
-            if not isinstance(d, int) or range(*slice(b, e, s).indices(d)) != range(d):
+            if (not isinstance(d, int) or isinstance(e, str)
+                    or range(*slice(b, e, s).indices(d)) != range(d)):
                 return None
         return x
     if op == "where":
@@ -607,7 +608,7 @@ Rule = Callable[[_Rewriter, Node], str | None]
 RULES: list[Rule] = [_fold_cast, _no_op, _chain, _fuse_norm, _fuse_tf_layer_norm, _fuse_gelu]
 
 
-def simplify(g: Graph) -> Counter[str]:
+def simplify_graph(g: Graph) -> Counter[str]:
     """Apply the rules in place until none fires; returns how often each rewrite happened
     (``{"layer_norm": 7, "gelu": 3, "no-op reshape": 2, ...}``)."""
     rw = _Rewriter(g)
