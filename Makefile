@@ -5,7 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kiln-installed
 JOBS   ?= 2
 
-.PHONY: demo test lint bench clean
+MODELS ?= .cache/models
+
+.PHONY: demo test test-models lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +20,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m ruff check kiln tests benchmarks examples
-	$(BIN)/python -m pytest -q -n $(JOBS) --durations=10
+	$(BIN)/python -m pytest -q -n $(JOBS) --durations=10 -m "not models"
+
+# the real pretrained models of tests/models/MANIFEST.json, fetched into $(MODELS) once
+test-models: $(STAMP)
+	$(BIN)/python tests/models/fetch.py $(MODELS)
+	KILN_MODELS=$(MODELS) $(BIN)/python -m pytest -q -n $(JOBS) -m models tests/models
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/gemm.py --bert

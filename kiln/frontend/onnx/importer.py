@@ -108,7 +108,7 @@ def _input_type(vi: onnx.ValueInfoProto, fixed: Sequence[int] | None) -> TensorT
         raise ModelError(f"input {vi.name!r} has no shape (its rank is unknown)")
     shape: list[Dim] = []
     for axis, d in enumerate(tt.shape.dim):
-        if d.HasField("dim_value"):
+        if d.HasField("dim_value") and d.dim_value >= 0:   # some exporters write -1 for "any"
             shape.append(d.dim_value)
         else:   # a named symbolic dim, or an anonymous one that gets a name of its own
             shape.append(d.dim_param or f"{vi.name}_dim{axis}")
