@@ -129,7 +129,7 @@ def default_conv_knobs(out_shape: tuple[int, int, int, int],
     n, oc, oh, ow = out_shape
     lanes, regs = isa.lanes(dtype), isa.vector_registers
     owl = vector_width(ow, lanes)
-    row_vectors = -(-ow // owl)
+    row_vectors = max(ow // owl, 1)     # whole vectors: a tile never overhangs the row
     accumulators = regs // 2
     if weight_shape[1] == 1 and groups > 1:
         ohr = _divisor_at_most(oh, accumulators // 2)
