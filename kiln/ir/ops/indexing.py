@@ -51,7 +51,10 @@ def _infer_gather_elements(at: GatherElementsAttrs, x: TensorType,
 
 def _gather_elements_ref(at: GatherElementsAttrs, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
     axis = normalize_axis(at.axis, x.ndim)
-    return np.take_along_axis(x, _wrap(idx, x.shape[axis], "gather_elements"), axis=axis)
+    # indices may be smaller than the data off the axis too, which take_along_axis rejects
+    pos = list(np.indices(idx.shape, sparse=True))
+    pos[axis] = _wrap(idx, x.shape[axis], "gather_elements")
+    return x[tuple(pos)]
 
 
 register(OpDef("gather_elements", GatherElementsAttrs, Pattern.INJECTIVE,
@@ -162,20 +165,28 @@ register(OpDef("one_hot", OneHotAttrs, Pattern.INJECTIVE, _infer_one_hot, _one_h
 @dataclass(frozen=True)
 class TriluAttrs:
     """Keep the upper (``j - i >= k``) or lower (``j - i <= k``) triangle of the last two dims;
-    zero the rest."""
+    zero the rest. ``k`` comes from the optional second input (an int64 scalar, read at run
+    time) when there is one, else from the attribute."""
 
     upper: bool = True
     k: int = 0
 
 
-def _infer_trilu(at: TriluAttrs, x: TensorType) -> TensorType:
+def _infer_trilu(at: TriluAttrs, x: TensorType, k: TensorType | None = None) -> TensorType:
     if x.rank < 2:
         raise ModelError(f"trilu needs rank >= 2, got {x}")
+    if k is not None and (k.dtype is not DType.int64 or k.shape not in ((), (1,))):
+        raise ModelError(f"trilu k must be an int64 scalar, got {k}")
     return x
 
 
-register(OpDef("trilu", TriluAttrs, Pattern.INJECTIVE, _infer_trilu,
-               lambda at, x: np.triu(x, at.k) if at.upper else np.tril(x, at.k)))
+def _trilu_ref(at: TriluAttrs, x: np.ndarray, k: np.ndarray | None = None) -> np.ndarray:
+    kk = at.k if k is None else int(np.asarray(k).reshape(-1)[0])
+    return np.triu(x, kk) if at.upper else np.tril(x, kk)
+
+
+register(OpDef("trilu", TriluAttrs, Pattern.INJECTIVE, _infer_trilu, _trilu_ref,
+               num_inputs=(1, 2)))
 
 
 # -- scatter_nd, scatter_elements ---------------------------------------------------------------

@@ -100,11 +100,10 @@ def one_hot(n: NodeInfo, idx: te.Tensor, values: te.Tensor) -> te.Tensor:
 
 
 @compute("trilu")
-def trilu(n: NodeInfo, x: te.Tensor) -> te.Tensor:
-    k = n.attrs.k
-
+def trilu(n: NodeInfo, x: te.Tensor, k_in: te.Tensor | None = None) -> te.Tensor:
     def f(*i: Any) -> Any:
-        diag = i[-1] - i[-2]         # j - i: 0 on the diagonal, > 0 above it
+        diag = (i[-1] - i[-2]).astype("int64")    # j - i: 0 on the diagonal, > 0 above it
+        k = const(n.attrs.k, "int64") if k_in is None else k_in(*[0] * len(k_in.shape))
         keep = diag >= k if n.attrs.upper else diag <= k
         return tirx.Select(keep, x(*i), const(0, n.dtype))
 

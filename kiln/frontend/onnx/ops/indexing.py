@@ -124,7 +124,10 @@ def _top_k(node: onnx.NodeProto, ctx: Context) -> list[Value]:
 def _cumulative(kiln_op: str) -> Converter:
     def convert(node: onnx.NodeProto, ctx: Context) -> list[Value]:
         x = ctx.required(0)
-        axis = normalize_axis(_int_scalar(ctx, 1, f"{node.op_type}'s axis"), x.type.rank)
+        if x.type.rank == 1 and ctx.input(1) is not None and ctx.input(1).data is None:
+            axis = 0       # the only axis there is: a run-time axis input cannot change it
+        else:
+            axis = normalize_axis(_int_scalar(ctx, 1, f"{node.op_type}'s axis"), x.type.rank)
         return [ctx.emit(kiln_op, [x], axis=axis, exclusive=bool(ctx.attr("exclusive", 0)),
                          reverse=bool(ctx.attr("reverse", 0)))]
     return convert
@@ -149,9 +152,12 @@ def _one_hot(node: onnx.NodeProto, ctx: Context) -> list[Value]:
 
 @onnx_op("Trilu")
 def _trilu(node: onnx.NodeProto, ctx: Context) -> list[Value]:
-    x = ctx.required(0)
-    k = _int_scalar(ctx, 1, "Trilu's k") if ctx.input(1) is not None else 0
-    return [ctx.emit("trilu", [x], upper=bool(ctx.attr("upper", 1)), k=k)]
+    x, k = ctx.required(0), ctx.input(1)
+    upper = bool(ctx.attr("upper", 1))
+    if k is None or k.data is not None:     # a constant k becomes the attribute
+        kk = 0 if k is None else _int_scalar(ctx, 1, "Trilu's k")
+        return [ctx.emit("trilu", [x], upper=upper, k=kk)]
+    return [ctx.emit("trilu", [x, k], upper=upper)]    # read at run time
 
 
 # -- data-dependent shapes: only when the data is known at import -------------------------------
