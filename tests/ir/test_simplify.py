@@ -126,6 +126,22 @@ def test_layer_norm_keras_spelling() -> None:
                                       BETA if beta else np.zeros(37))
 
 
+def test_layer_norms_sharing_constants_both_fuse() -> None:
+    """Exporters share one eps (and two, for the pow) between layers: constants are no
+    intermediates, so both norms still fuse."""
+    g = kiln.Graph()
+    x = g.input("x", SHAPE)
+    eps, two, gamma = g.constant(np.float32(EPS)), g.constant(np.float32(2.0)), g.constant(GAMMA)
+
+    def ln(h: Value) -> Value:
+        d = ops.sub(h, ops.mean(h, -1, keepdims=True))
+        var = ops.mean(ops.pow(d, two), -1, keepdims=True)
+        return ops.mul(ops.div(d, ops.sqrt(ops.add(var, eps))), gamma)
+
+    g.output(ln(ops.exp(ln(x))))
+    assert _ops(_check(g)) == ["layer_norm", "exp", "layer_norm"]
+
+
 def test_layer_norm_with_symbolic_batch() -> None:
     g = kiln.Graph()
     x = g.input("x", ("batch", 37))
@@ -351,7 +367,8 @@ def test_reshape_chains_and_no_op_reshapes() -> None:
 
 
 @pytest.mark.parametrize("case", ["cast", "slice", "mul 1", "1 mul", "add 0", "0 add", "sub 0",
-                                  "div 1", "pow 1", "add zeros row", "where true", "where false"])
+                                  "div 1", "pow 1", "add zeros row", "where true", "where false",
+                                  "broadcast to itself", "concat of one"])
 def test_identity_like_nodes_go(case: str) -> None:
     other = np.full(SHAPE, 7.0, np.float32)
     body = {
@@ -367,6 +384,8 @@ def test_identity_like_nodes_go(case: str) -> None:
         "add zeros row": lambda x: ops.add(x, np.zeros(37, np.float32)),
         "where true": lambda x: ops.where(np.ones(SHAPE, bool), x, other),
         "where false": lambda x: ops.where(np.zeros((1, 37), bool), other, x),
+        "broadcast to itself": lambda x: x.graph.add("broadcast_to", [x], shape=(5, 1))[0],
+        "concat of one": lambda x: ops.concat([x], axis=1),
     }[case]
     g = _graph(lambda x: ops.exp(body(ops.neg(x))))
     opt = _check(g)
@@ -374,7 +393,8 @@ def test_identity_like_nodes_go(case: str) -> None:
 
 
 @pytest.mark.parametrize("case", ["mul broadcasts", "one minus", "reverse slice",
-                                  "slice part", "where mixed", "where broadcasts"])
+                                  "slice part", "where mixed", "where broadcasts",
+                                  "broadcast grows"])
 def test_identity_look_alikes_stay(case: str) -> None:
     body = {
         "mul broadcasts": lambda x: ops.mul(x, np.ones((2, 3, 5, 37), np.float32)),
@@ -383,6 +403,7 @@ def test_identity_look_alikes_stay(case: str) -> None:
         "slice part": lambda x: ops.slice(x, [1], [3], axes=[0]),
         "where mixed": lambda x: ops.where(np.arange(37) % 2 == 0, x, 0.0),
         "where broadcasts": lambda x: ops.where(np.ones((2, 3, 5, 37), bool), x, 0.0),
+        "broadcast grows": lambda x: x.graph.add("broadcast_to", [x], shape=(2, 1, 1, 1))[0],
     }[case]
     opt = _check(_graph(lambda x: ops.exp(body(ops.neg(x)))))
     assert len(opt.nodes) == 3

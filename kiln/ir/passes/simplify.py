@@ -4,9 +4,10 @@ Real ONNX exports write LayerNorm, RMSNorm and GELU out of primitive ops and lea
 transposes, reshapes and casts behind. Each rule below matches one family of spellings at one
 node and rewrites it without changing any result:
 
-- no-ops: a cast to the same dtype, a reshape to the same shape, an identity transpose, a slice
-  of everything, ``x * 1``, ``x / 1``, ``x + 0``, ``x - 0``, ``x ** 1`` (when broadcasting
-  leaves the type alone), ``where`` on a constant condition;
+- no-ops: a cast to the same dtype, a reshape or broadcast to the same shape, an identity
+  transpose, a slice of everything, a concat of one tensor, ``x * 1``, ``x / 1``, ``x + 0``,
+  ``x - 0``, ``x ** 1`` (when broadcasting leaves the type alone), ``where`` on a constant
+  condition;
 - chains: ``transpose(transpose(x))`` is one transpose (or none), ``reshape(reshape(x))`` one
   reshape, ``cast(cast(x))`` one cast when the first is exact for every value of ``x``'s dtype
   (int32 -> int64 -> float32, never float -> int -> float); casts of constants fold;
@@ -190,6 +191,8 @@ def _passthrough(n: Node) -> Value | None:
         return x if x.shape == out.shape else None
     if op == "transpose":
         return x if at.perm == tuple(range(len(at.perm))) else None
+    if op in ("broadcast_to", "concat"):    # to its own shape; a concat of one tensor
+        return x if len(n.inputs) == 1 and x.type == out.type else None
     if op == "slice":
         for a, b, e, s in zip(at.axes, at.starts, at.ends, at.steps, strict=True):
             d = x.shape[normalize_axis(a, x.type.rank)]
