@@ -523,7 +523,9 @@ def _resize(node: onnx.NodeProto, ctx: Context) -> list[Value]:
         if len(sc) != len(axes):
             raise ModelError(f"Resize scales {sc} must have {len(axes)} entries")
         for a, v in zip(axes, sc, strict=True):
-            out_scales[a], out_sizes[a] = v, int(math.floor(v * shape[a]))
+            # in float32 arithmetic as onnxruntime: 5 x 1.4f is 7, not 6.9999999
+            out_scales[a] = v
+            out_sizes[a] = int(np.floor(np.float32(v) * np.float32(shape[a])))
     else:
         raise ModelError("Resize needs scales or sizes")
     return [_emit_resize(ctx, x, out_sizes, out_scales, mode, coord, full_roi)]
