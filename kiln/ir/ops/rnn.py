@@ -14,9 +14,9 @@ over time on it. Inputs, in order (``D`` directions, ``G`` gates, ``H`` hidden u
     lens  [B] int32       if ``has_lens``: batch b runs lens[b] steps (else T)
 
 Outputs: ``y [T, D, B, H]`` (zero past a sequence's length), ``y_h [D, B, H]`` (the state after
-the last valid step) and, for LSTM, ``y_c [D, B, H]``. Gate orders follow ONNX: LSTM i, o, f, c;
-GRU z, r, h. A reverse direction (and the second direction of a bidirectional one) walks each
-sequence from step lens[b] - 1 down to 0.
+the last valid step; zero for an empty sequence) and, for LSTM, ``y_c [D, B, H]``. Gate orders
+follow ONNX: LSTM i, o, f, c; GRU z, r, h. A reverse direction (and the second direction of a
+bidirectional one) walks each sequence from step lens[b] - 1 down to 0.
 """
 
 from __future__ import annotations
@@ -245,7 +245,8 @@ def _reference(op: str):
                     x = xp[t, b, d * g * h:(d + 1) * g * h]
                     hs, cs = _STEP[op](at, d, ins, x, hs, cs, rt)
                     y[t, d, b] = hs
-                y_h[d, b], y_c[d, b] = hs, cs
+                if n:      # an empty sequence leaves zero states, as onnxruntime gives
+                    y_h[d, b], y_c[d, b] = hs, cs
         dt = ins["xp"].dtype
         outs = (y.astype(dt), y_h.astype(dt))
         return (*outs, y_c.astype(dt)) if op == "lstm" else outs

@@ -15,7 +15,7 @@ are ``te.extern`` kernels whose loop nest is written here, scheduled as it is wr
             y[t, d, b, j] = h[j]
         else:
           y[s, d, b, :] = 0                      # past the sequence's end
-      y_h[d, b], y_c[d, b] = h, c
+      y_h[d, b], y_c[d, b] = h, c                # zero if n == 0
 
 The matvec ``g[j] = sum_k h[k] * rt[d, k, j]`` runs over chunks of ``MATVEC_WIDTH`` gates::
 
@@ -158,10 +158,11 @@ class _Kernel:
                         y = self.outs[0]
                         _vector_loop(self.h, GATE_WIDTH, lambda j: T.buffer_store(
                             y, tirx.const(0, self.dtype), [s, d, b, j]))
+            zero = tirx.const(0, self.dtype)
             for k, buf in enumerate((hbuf, cbuf)[:len(self.outs) - 1]):
-                out = self.outs[1 + k]
-                _vector_loop(self.h, GATE_WIDTH,
-                             lambda j, buf=buf, out=out: T.buffer_store(out, buf[j], [d, b, j]))
+                out = self.outs[1 + k]     # an empty sequence leaves zero states (as onnxruntime)
+                _vector_loop(self.h, GATE_WIDTH, lambda j, buf=buf, out=out: T.buffer_store(
+                    out, tirx.Select(n > 0, buf[j], zero), [d, b, j]))
 
     def step_all_directions(self, d, b, s, n) -> None:
         """One step; a bidirectional op whose directions differ in activations gets one
