@@ -56,19 +56,22 @@ def schedule_row_reduction(sch: s_tir.Schedule, row_rank: int, lanes: int) -> No
     """Schedule a kernel whose output's first ``row_rank`` axes index independent rows and
     whose reductions all run over the remaining (trailing) axes of a row."""
     inline_pointwise(sch, only_single_use=True)
+    # the work is the elements a pass reads (rows x row length), not the output's size: an
+    # arg_max or a log-sum-exp writes one value per row however long the row is
+    sizes = [total_extent(sch, sch.get_loops(b)) for b in blocks(sch)]
+    work = None if None in sizes else max(sizes, default=0)
     partials = {p for b in blocks(sch) if is_reduction(sch, b)
                 if (p := _rfactor_lanes(sch, b, lanes)) is not None}
     (out,) = output_blocks(sch)
     loops = sch.get_loops(out)
     # when the output is itself the (cross-lane) reduction, its loops past the rows reduce
     rows, inner = loops[:row_rank], ([] if is_reduction(sch, out) else loops[row_rank:])
-    total = total_extent(sch, loops)
     if inner:
         _vectorize_last(sch, sch.fuse(*inner) if len(inner) > 1 else inner[0], lanes)
     row = None
     if rows:
         row = sch.fuse(*rows) if len(rows) > 1 else rows[0]
-        if runs_more_than(sch, row, 1) and worth_parallel(total):
+        if runs_more_than(sch, row, 1) and worth_parallel(work):
             sch.parallel(row)
         for b in reversed(blocks(sch)[:-1]):   # consumers first, so each lands inside the row
             sch.compute_at(b, row)
