@@ -184,6 +184,8 @@ def _fold_cast(rw: _Rewriter, n: Node) -> str | None:
 def _passthrough(n: Node) -> Value | None:
     """The input ``n`` returns unchanged, if it does nothing."""
     op, at, out = n.op.name, n.attrs, n.outputs[0]
+    if not n.inputs:
+        return None
     x = n.inputs[0]
     if op == "cast":
         return x if x.dtype == at.dtype else None
@@ -223,8 +225,8 @@ def _chain(rw: _Rewriter, n: Node) -> str | None:
     the outer node is changed in place (its name and output stay), the inner one goes if
     nothing else reads it."""
     op = n.op.name
-    inner = _producer(n.inputs[0], op)
-    if op not in ("transpose", "reshape", "cast") or inner is None:
+    inner = _producer(n.inputs[0], op) if op in ("transpose", "reshape", "cast") else None
+    if inner is None:
         return None
     x = inner.inputs[0]
     if op == "transpose":
