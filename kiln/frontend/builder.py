@@ -259,6 +259,49 @@ def softmax(x: Value, axis: int = -1) -> Value:
     return _apply("softmax", x, axis=axis)
 
 
+def min(x: Value, axes: int | Sequence[int] | None = None, keepdims: bool = False) -> Value:  # noqa: A001
+    """The minimum over ``axes`` (all when None)."""
+    return _apply("reduce_min", x, axes=_axes(axes), keepdims=keepdims)
+
+
+def prod(x: Value, axes: int | Sequence[int] | None = None, keepdims: bool = False) -> Value:
+    """The product over ``axes`` (all when None)."""
+    return _apply("reduce_prod", x, axes=_axes(axes), keepdims=keepdims)
+
+
+def logsumexp(x: Value, axes: int | Sequence[int] | None = None,
+              keepdims: bool = False) -> Value:
+    """``log(sum(exp(x)))`` over ``axes``, computed with the max subtracted."""
+    return _apply("reduce_log_sum_exp", x, axes=_axes(axes), keepdims=keepdims)
+
+
+def log_softmax(x: Value, axis: int = -1) -> Value:
+    """``x - max - log(sum(exp(x - max)))`` along ``axis``."""
+    return _apply("log_softmax", x, axis=axis)
+
+
+def argmax(x: Value, axis: int = 0, keepdims: bool = False) -> Value:
+    """The int64 index of the first maximum along ``axis``."""
+    return _apply("arg_max", x, axis=axis, keepdims=keepdims)
+
+
+def argmin(x: Value, axis: int = 0, keepdims: bool = False) -> Value:
+    """The int64 index of the first minimum along ``axis``."""
+    return _apply("arg_min", x, axis=axis, keepdims=keepdims)
+
+
+def cumsum(x: Value, axis: int, exclusive: bool = False, reverse: bool = False) -> Value:
+    """Running sums along ``axis``."""
+    return _apply("cumsum", x, axis=axis, exclusive=exclusive, reverse=reverse)
+
+
+def top_k(x: Value, k: int, axis: int = -1, largest: bool = True) -> tuple[Value, Value]:
+    """The ``k`` largest (or smallest) values along ``axis``, sorted, and their int64 indices
+    (equal values in index order)."""
+    values, indices = x.graph.add("top_k", [x], k=k, axis=axis, largest=largest)
+    return values, indices
+
+
 def layer_norm(x: Value, gamma: Operand, beta: Operand, axis: int = -1,
                epsilon: float = 1e-5) -> Value:
     """``(x - mean) / sqrt(var + epsilon) * gamma + beta`` over axes ``[axis, rank)``; gamma
