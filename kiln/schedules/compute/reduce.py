@@ -78,7 +78,12 @@ def reduce_mean(n: NodeInfo, x: te.Tensor) -> te.Tensor:
     for a in reduce_axes(n.attrs, len(shape)):
         count *= shape[a]
     total = _reduce(n, x, te.sum, f"{n.name}_sum")
-    return te.compute(n.shape, lambda *i: total(*i) / const(count, n.dtype), name=n.name)
+    return te.compute(n.shape, lambda *i: total(*i) / _extent_as(count, n.dtype), name=n.name)
+
+
+def _extent_as(v: Any, dtype: str) -> Any:
+    """An extent (an int, or an expression of symbolic dims) as a value of ``dtype``."""
+    return const(v, dtype) if isinstance(v, int) else v.astype(dtype)
 
 
 @compute("reduce_log_sum_exp")
@@ -156,7 +161,7 @@ def _arg_reduce(n: NodeInfo, x: te.Tensor, extreme: Any) -> te.Tensor:
                    name=f"{n.name}_extreme")
     k2 = te.reduce_axis((0, dim), name="k")
     last = n.attrs.select_last_index
-    miss = const(-1 if last else dim, "int64")
+    miss = const(-1, "int64") if last else _extent_as(dim, "int64")
     pick = te.max if last else te.min
 
     def first_hit(*i: Any) -> Any:
