@@ -1,4 +1,5 @@
-"""Elementwise ONNX ops: activations, arithmetic, comparisons, Cast and Where."""
+"""Elementwise ONNX ops: activations, math, arithmetic, comparisons, bitwise and logical ops,
+Clip, the variadic Sum/Mean/Max/Min, Cast, CastLike and Where."""
 
 from __future__ import annotations
 
@@ -10,13 +11,34 @@ from kiln.frontend.onnx.context import (
     Converter,
     onnx_dtype,
     onnx_op,
+    reshape,
 )
 from kiln.ir.graph import Value
 
 _UNARY = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Exp": "exp", "Log": "log",
-          "Sqrt": "sqrt", "Erf": "erf", "Neg": "neg", "Abs": "abs", "Reciprocal": "reciprocal"}
-_BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div",
-           "Equal": "equal", "Less": "less", "Greater": "greater"}
+          "Sqrt": "sqrt", "Erf": "erf", "Neg": "neg", "Abs": "abs", "Reciprocal": "reciprocal",
+          "Sign": "sign", "Floor": "floor", "Ceil": "ceil", "Round": "round",
+          "Sin": "sin", "Cos": "cos", "Tan": "tan", "Asin": "asin", "Acos": "acos",
+          "Atan": "atan", "Sinh": "sinh", "Cosh": "cosh", "Asinh": "asinh", "Acosh": "acosh",
+          "Atanh": "atanh", "Softplus": "softplus", "Softsign": "softsign", "Mish": "mish",
+          "HardSwish": "hard_swish", "IsNaN": "is_nan", "BitwiseNot": "bitwise_not",
+          "Not": "logical_not"}
+_BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "PRelu": "prelu",
+           "Equal": "equal", "Less": "less", "LessOrEqual": "less_equal",
+           "Greater": "greater", "GreaterOrEqual": "greater_equal",
+           "BitwiseAnd": "bitwise_and", "BitwiseOr": "bitwise_or", "BitwiseXor": "bitwise_xor",
+           "And": "logical_and", "Or": "logical_or", "Xor": "logical_xor"}
+# ONNX op -> (kiln op, {attribute: default}); the attribute names are kiln's too.
+_ACTIVATIONS = {
+    "LeakyRelu": ("leaky_relu", {"alpha": 0.01}),
+    "Elu": ("elu", {"alpha": 1.0}),
+    "Celu": ("celu", {"alpha": 1.0}),
+    "Selu": ("selu", {"alpha": 1.67326319217681884765625, "gamma": 1.05070102214813232421875}),
+    "ThresholdedRelu": ("thresholded_relu", {"alpha": 1.0}),
+    "HardSigmoid": ("hard_sigmoid", {"alpha": 0.2, "beta": 0.5}),
+    "Shrink": ("shrink", {"bias": 0.0, "lambd": 0.5}),
+    "Swish": ("swish", {"alpha": 1.0}),
+}
 
 
 def _unary(kiln_op: str) -> Converter:
@@ -34,10 +56,41 @@ def _binary(kiln_op: str) -> Converter:
     return convert
 
 
+def _activation(kiln_op: str, defaults: dict[str, float]) -> Converter:
+    def convert(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+        attrs = {name: float(ctx.attr(name, d)) for name, d in defaults.items()}
+        return [ctx.emit(kiln_op, [ctx.required(0)], **attrs)]
+    return convert
+
+
 for _onnx_name, _kiln_name in _UNARY.items():
     onnx_op(_onnx_name)(_unary(_kiln_name))
 for _onnx_name, _kiln_name in _BINARY.items():
     onnx_op(_onnx_name)(_binary(_kiln_name))
+for _onnx_name, (_kiln_name, _defaults) in _ACTIVATIONS.items():
+    onnx_op(_onnx_name)(_activation(_kiln_name, _defaults))
+
+
+@onnx_op("IsInf")
+def _is_inf(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    return [ctx.emit("is_inf", [ctx.required(0)],
+                     detect_positive=bool(ctx.attr("detect_positive", 1)),
+                     detect_negative=bool(ctx.attr("detect_negative", 1)))]
+
+
+@onnx_op("Mod")
+def _mod(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    return [ctx.emit("mod", [ctx.required(0), ctx.required(1)],
+                     fmod=bool(ctx.attr("fmod", 0)))]
+
+
+@onnx_op("BitShift")
+def _bit_shift(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    direction = ctx.attr("direction")
+    if direction not in ("LEFT", "RIGHT"):
+        raise ModelError(f"direction={direction!r} is not supported (LEFT or RIGHT)")
+    op = "shift_left" if direction == "LEFT" else "shift_right"
+    return [ctx.emit(op, [ctx.required(0), ctx.required(1)])]
 
 
 @onnx_op("Pow")
@@ -54,6 +107,25 @@ def _pow(node: onnx.NodeProto, ctx: Context) -> list[Value]:
     return [ctx.emit("cast", [p], dtype=x.dtype)]
 
 
+@onnx_op("Clip")
+def _clip(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    """``min(max(x, lo), hi)``, so lo > hi gives hi everywhere, as ONNX specifies. The bounds
+    are attributes before opset 11 and optional scalar inputs (any runtime value) after."""
+    x = ctx.required(0)
+    if ctx.opset < 11:
+        lo = ctx.scalar(ctx.attr("min"), x) if ctx.has_attr("min") else None
+        hi = ctx.scalar(ctx.attr("max"), x) if ctx.has_attr("max") else None
+    else:
+        lo, hi = ctx.input(1), ctx.input(2)
+    for bound, op in ((lo, "maximum"), (hi, "minimum")):
+        if bound is None:
+            continue
+        if bound.type.rank and all(d == 1 for d in bound.shape):
+            bound = reshape(ctx, bound, ())     # a [1] bound must not add an axis to x
+        x = ctx.emit(op, [x, bound])
+    return [x]
+
+
 def _variadic(kiln_op: str) -> Converter:
     def convert(node: onnx.NodeProto, ctx: Context) -> list[Value]:
         xs = ctx.inputs()
@@ -66,6 +138,14 @@ def _variadic(kiln_op: str) -> Converter:
 
 onnx_op("Max")(_variadic("maximum"))
 onnx_op("Min")(_variadic("minimum"))
+onnx_op("Sum")(_variadic("add"))
+
+
+@onnx_op("Mean")
+def _mean(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    total = _variadic("add")(node, ctx)[0]
+    n = len(ctx.inputs())
+    return [total if n == 1 else ctx.emit("div", [total, ctx.scalar(n, total)])]
 
 
 @onnx_op("Gelu")
@@ -76,11 +156,21 @@ def _gelu(node: onnx.NodeProto, ctx: Context) -> list[Value]:
     return [ctx.emit("gelu", [ctx.required(0)], approximate=approximate)]
 
 
+def _cast_to(ctx: Context, x: Value, dtype: object) -> Value:
+    return x if dtype == x.dtype else ctx.emit("cast", [x], dtype=dtype)
+
+
 @onnx_op("Cast")
 def _cast(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    # saturate (opset 19) and round_mode (opset 23) only concern float8 targets, which kiln
+    # rejects through the dtype table
     x = ctx.required(0)
-    dtype = onnx_dtype(ctx.attr("to"), f"the Cast target of %{x.name}")
-    return [x if dtype == x.dtype else ctx.emit("cast", [x], dtype=dtype)]
+    return [_cast_to(ctx, x, onnx_dtype(ctx.attr("to"), f"the Cast target of %{x.name}"))]
+
+
+@onnx_op("CastLike")
+def _cast_like(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    return [_cast_to(ctx, ctx.required(0), ctx.required(1).dtype)]
 
 
 @onnx_op("Where")
