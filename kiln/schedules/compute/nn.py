@@ -1,14 +1,15 @@
 """TE compute of pooling, padding and resizing (see ``kiln.ir.ops.nn`` for their semantics).
 
-Pooling is one reduction block over the window (reads outside the input are masked with
-``if_then_else``, so there is no padded copy), then, for the average and Lp modes, a pointwise
-block that divides by the window count or takes the p-th root. Padding and resizing are
-injective: each output element computes where it reads from.
+Pooling reads a padded copy of its input split by stride phase (the conv2d trick: unit-stride
+vector loads whatever the stride), reduces over the window, then, for the average and Lp
+modes, a pointwise block divides by the window count or takes the p-th root. Padding and
+resizing are injective: each output element computes where it reads from.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from kiln.ir.ops.nn import (
 from kiln.schedules.compute.registry import NodeInfo, compute, const, shape_of
 
 ACC_SUFFIX = "_acc"     # the window reduction of an average or Lp pool is ``<name>_acc``
+PAD_SUFFIX = "_pad"     # the padded, phase-split input a pool reads is ``<name>_pad``
 
 
 def _lowest(dtype: str) -> tirx.PrimExpr:
@@ -40,6 +42,49 @@ def _clip(v: Any, lo: int, hi: int) -> Any:
     return tirx.max(tirx.min(v, hi), lo)
 
 
+def _pool_input(name: str, x: te.Tensor, at: Any, out_spatial: tuple[int, ...],
+                init: tirx.PrimExpr) -> tuple[te.Tensor | None, Any]:
+    """The stage the window reads, and how a tap reads it: ``read(b, c, o, r)``.
+
+    Padded (with ``init``: -inf for max, 0 for the sums) and, along the last axis, split by
+    stride phase as conv2d's input (``xp[..., phase, j] = xpad[..., j * stride + phase]``),
+    so the taps of consecutive output columns are consecutive elements whatever the stride and
+    no tap tests a bound. With no padding and unit strides the window reads ``x`` directly."""
+    k = len(at.kernel)
+    spatial = shape_of(x)[2:]
+    need = [(o - 1) * s + (kk - 1) * d + 1 for o, s, kk, d in
+            zip(out_spatial, at.strides, at.kernel, at.dilations, strict=True)]
+    pads = at.pads[:k]
+    sw = at.strides[-1]
+    if not any(pads) and sw == 1 and all(n <= size for n, size in zip(need, spatial,
+                                                                       strict=True)):
+        def direct(b: Any, c: Any, o: Any, r: Any) -> Any:
+            return x(b, c, *(o[i] * at.strides[i] + r[i] * at.dilations[i] for i in range(k)))
+        return None, direct
+    wq = -(-need[-1] // sw)
+
+    def f(b: Any, c: Any, *idx: Any) -> Any:
+        rows, phase, j = idx[:k - 1], idx[k - 1], idx[k]
+        src = [rows[i] - pads[i] for i in range(k - 1)] + [j * sw + phase - pads[-1]]
+        inside = []                           # only the bounds some index can cross
+        for i, (pos, n) in enumerate(zip(src, spatial, strict=True)):
+            hi = need[i] if i < k - 1 else wq * sw
+            if pads[i]:
+                inside.append(pos >= 0)
+            if hi - pads[i] > n:
+                inside.append(pos < n)
+        value = x(b, c, *src)
+        return tirx.if_then_else(tirx.all(*inside), value, init) if inside else value
+
+    xp = te.compute((*shape_of(x)[:2], *need[:-1], sw, wq), f, name=name + PAD_SUFFIX)
+
+    def read(b: Any, c: Any, o: Any, r: Any) -> Any:
+        rows = [o[i] * at.strides[i] + r[i] * at.dilations[i] for i in range(k - 1)]
+        col = r[-1] * at.dilations[-1]
+        return xp(b, c, *rows, col % sw, o[-1] + col // sw)
+    return xp, read
+
+
 @compute("pool")
 def pool(n: NodeInfo, x: te.Tensor) -> te.Tensor:
     at = n.attrs
@@ -49,23 +94,13 @@ def pool(n: NodeInfo, x: te.Tensor) -> te.Tensor:
     dt = n.dtype
     rs = [te.reduce_axis((0, kk), name=f"r{i}") for i, kk in enumerate(at.kernel)]
     init = _lowest(dt) if at.mode is PoolMode.MAX else const(0, dt)
+    _, read = _pool_input(n.name, x, at, out_spatial, init)
 
     def window(b: Any, c: Any, *o: Any) -> Any:
-        idx, inside = [], []
-        for i in range(k):
-            lo, s, d = at.pads[i], at.strides[i], at.dilations[i]
-            j = o[i] * s + rs[i] * d - lo
-            idx.append(j)
-            if lo:                                   # only the bounds some window crosses
-                inside.append(j >= 0)
-            if (out_spatial[i] - 1) * s + (at.kernel[i] - 1) * d - lo >= spatial[i]:
-                inside.append(j < spatial[i])
-        v = x(b, c, *idx)
+        v = read(b, c, o, rs)
         if at.mode is PoolMode.LP:
             v = tirx.abs(v) if at.p == 1 else v * v if at.p == 2 else \
                 tirx.power(tirx.abs(v), const(at.p, dt))
-        if inside:
-            v = tirx.if_then_else(tirx.all(*inside), v, init)
         return (te.max if at.mode is PoolMode.MAX else te.sum)(v, axis=rs)
 
     if at.mode is PoolMode.MAX:
@@ -149,9 +184,12 @@ def resize(n: NodeInfo, x: te.Tensor) -> te.Tensor:
         terms: list[tuple[list[Any], Any]] = [(list(i), None)]
         outside = []
         for a in axes:
-            if a in fast:
+            if a in fast:       # i * n // size in the loop's int32: i // 2 for a 2x upsample
+                g = math.gcd(shape[a], at.sizes[a])
+                num, den = shape[a] // g, at.sizes[a] // g
                 for src, _ in terms:
-                    src[a] = i[a].astype("int64") * shape[a] // at.sizes[a]
+                    src[a] = (i[a] * num if num != 1 else i[a]) // den if den != 1 else \
+                        i[a] * num
                 continue
             taps, out = resize_taps(at, a, i[a], shape[a], TE_MATH)
             if out is not None:

@@ -3,14 +3,16 @@
     y[n, c, o..., ow] = reduce_{r...} x[n, c, o * s + r * d - pad ..., ow * sw + rw * dw - pad]
 
 Vectors run along the output width, the contiguous axis of the output; the window loops run
-outside the vector, so each tap is one (strided, masked at the borders) vector load combined
-into ``owl`` accumulators that stay in registers::
+outside the vector, so each tap is one vector load combined into ``owl`` accumulators that stay
+in registers. The loads are unit-stride and unmasked: the window reads a copy of its rows padded
+and split by stride phase (see ``kiln.schedules.compute.nn``)::
 
     parallel for n, c, o...:                # every output row is a task
+      xp[rows it reads] = pad(x)            # padded, split by stride phase (as conv2d)
       for owo:                              # vectors of owl output columns
         acc[0:owl] = init                   # -inf for max, 0 for the sums
         for r...:                           # the window, innermost tap unrolled
-          acc[:] = max/+(acc[:], x[tap])    # vectorised over owl
+          acc[:] = max/+(acc[:], xp[tap])   # vectorised over owl, unit stride
         y[n, c, o..., owo * owl :] = epilogue(acc)   # / count, p-th root, fused ops
 
 A prologue (an activation before the pool) is inlined into the taps; the epilogue (average
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 from tvm import s_tir
 
-from kiln.schedules.compute.nn import ACC_SUFFIX
+from kiln.schedules.compute.nn import ACC_SUFFIX, PAD_SUFFIX
 from kiln.schedules.x86.common import (
     MIN_PARALLEL_ELEMS,
     block_name,
@@ -39,10 +41,11 @@ def schedule_pool(sch: s_tir.Schedule, pool: str, lanes: int) -> None:
     """Schedule the kernel of the pool node whose block is named ``pool`` (its window
     reduction is ``pool`` itself for max pooling, ``pool + ACC_SUFFIX`` otherwise)."""
     names = {block_name(sch, b) for b in sch.get_child_blocks(sch.get_sblock("root"))}
+    pad = pool + PAD_SUFFIX if pool + PAD_SUFFIX in names else None
     if pool + ACC_SUFFIX in names:
         pool += ACC_SUFFIX
     is_output = pool in {block_name(sch, b) for b in output_blocks(sch)}
-    inline_pointwise(sch, keep={pool})
+    inline_pointwise(sch, keep={pool, pad} - {None})
     block = sch.get_sblock(pool)
     loops = sch.get_loops(block)
     k = (len(loops) - 2) // 2
@@ -51,7 +54,7 @@ def schedule_pool(sch: s_tir.Schedule, pool: str, lanes: int) -> None:
     for lp in spatial:
         total *= extent(sch, lp)
     width = extent(sch, spatial[-1])
-    owl = vector_width(width, lanes)
+    owl = lanes if width >= lanes else vector_width(width, lanes)
     owo, owi = sch.split(spatial[-1], [None, owl])
     sch.reorder(*spatial[:-1], owo, *window, owi)
     rows = sch.fuse(*spatial[:-1])
@@ -71,5 +74,14 @@ def schedule_pool(sch: s_tir.Schedule, pool: str, lanes: int) -> None:
     inner = sch.get_loops(out)[-1]
     if owl > 1 and extent(sch, inner) > 1:
         sch.vectorize(inner)
+    if pad is not None:
+        # the padded rows this task's windows read, made in the task (in cache); rows that
+        # neighbouring tasks share are padded again (kernel / stride times)
+        p = sch.get_sblock(pad)
+        sch.compute_at(p, rows)
+        j = sch.get_loops(p)[-1]
+        if extent(sch, j) >= lanes:
+            _, ji = sch.split(j, [None, lanes])
+            sch.vectorize(ji)
     if window:
         sch.decompose_reduction(block, window[0])
