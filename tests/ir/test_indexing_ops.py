@@ -149,15 +149,19 @@ def test_top_k_whole_row() -> None:
 
 
 def test_loop_nest_kernels_run_rows_in_parallel() -> None:
-    """The written-out kernels are scheduled as written: a parallel loop over rows, and for a
-    scan over a middle axis, a vectorised loop over the trailing dim."""
+    """The written-out kernels are scheduled as written: a parallel loop over rows (when there
+    is enough work), and for a scan over a middle axis, a vectorised loop over the trailing
+    dim."""
     g = _graph("cumsum", [("x", (64, 33, 48), "float32")], axis=1)
     (kernel,) = lower_graph(g).kernels
     text = kernel.func.script()
     assert "T.parallel(64)" in text and "T.vectorized(48)" in text
-    g = _graph("top_k", [("x", (40, 50), "float32")], k=3, axis=1)
+    g = _graph("top_k", [("x", (400, 50), "float32")], k=3, axis=1)
     (kernel,) = lower_graph(g).kernels
-    assert "T.parallel(40)" in kernel.func.script()
+    assert "T.parallel(400)" in kernel.func.script()
+    g = _graph("top_k", [("x", (4, 50), "float32")], k=3, axis=1)   # too little work to split
+    (kernel,) = lower_graph(g).kernels
+    assert "T.parallel" not in kernel.func.script()
 
 
 def test_reference_rejects_out_of_range_indices() -> None:

@@ -111,11 +111,21 @@ def trilu(n: NodeInfo, x: te.Tensor, k_in: te.Tensor | None = None) -> te.Tensor
 
 
 # -- loop nests written out (te.extern) ---------------------------------------------------------
-def _loops(stack: contextlib.ExitStack, dims: Sequence[int], vectorize: bool = True) -> list:
+# Below this many elements a kernel runs on one thread (waking the pool costs more than the
+# work it would split): the x86 templates' threshold.
+PARALLEL_MIN_ELEMS = 16384
+
+
+def _rows_loop(rows: int, elems: int):
+    """The loop over independent rows: parallel when there is enough work to split."""
+    return T.parallel if rows > 1 and elems >= PARALLEL_MIN_ELEMS else T.serial
+
+
+def _loops(stack: contextlib.ExitStack, dims: Sequence[int]) -> list:
     """Nested loops over ``dims`` (innermost vectorised) entered on ``stack``: their vars."""
     out = []
     for t, d in enumerate(dims):
-        kind = T.vectorized if vectorize and t == len(dims) - 1 and d > 1 else T.serial
+        kind = T.vectorized if t == len(dims) - 1 and d > 1 else T.serial
         out.append(stack.enter_context(kind(0, d)))
     return out
 
@@ -128,7 +138,8 @@ def _copy(src: tirx.Buffer, dst: tirx.Buffer, shape: Sequence[int]) -> None:
     if not shape:
         T.buffer_store(dst, src[()], [])
         return
-    with T.parallel(0, shape[0]) as i, contextlib.ExitStack() as st:
+    with _rows_loop(shape[0], math.prod(shape))(0, shape[0]) as i, \
+            contextlib.ExitStack() as st:
         rest = _loops(st, shape[1:])
         T.buffer_store(dst, src[(i, *rest)], [i, *rest])
 
@@ -172,7 +183,8 @@ def _cumulative(n: NodeInfo, x: te.Tensor, op: Callable[[Any, Any], Any],
         if math.prod(shape) == 0:
             T.evaluate(0)
             return
-        with T.parallel(0, math.prod(lead)) as r:
+        rows = math.prod(lead)
+        with _rows_loop(rows, math.prod(shape))(0, rows) as r:
             row = _unravel(r, lead)
 
             def at(k: Any, j: list) -> list:
@@ -241,7 +253,7 @@ def scatter_elements(n: NodeInfo, x: te.Tensor, idx: te.Tensor, upd: te.Tensor) 
             T.evaluate(0)
             return
         with contextlib.ExitStack() as st:
-            first = T.parallel if axis != 0 and ishape[0] > 1 else T.serial
+            first = _rows_loop(ishape[0], math.prod(ishape)) if axis != 0 else T.serial
             i = [st.enter_context(first(0, ishape[0]))]
             i += [st.enter_context(T.serial(0, d)) for d in ishape[1:]]
             dst = list(i)
@@ -278,7 +290,7 @@ def top_k(n: NodeInfo, x: te.Tensor) -> tuple[te.Tensor, te.Tensor]:
         if k == 0 or rows == 0:
             T.evaluate(0)
             return
-        with T.parallel(0, rows) as r, T.serial(0, dim) as t:
+        with _rows_loop(rows, math.prod(shape))(0, rows) as r, T.serial(0, dim) as t:
             head, tail = _unravel(r // ntrail, lead), _unravel(r % ntrail, trail)
 
             def at(p: Any) -> tuple:
