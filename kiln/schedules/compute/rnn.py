@@ -28,6 +28,12 @@ The matvec ``g[j] = sum_k h[k] * rt[d, k, j]`` runs over chunks of ``MATVEC_WIDT
 FMA latency, and the chunk's accumulators stay in registers. The per-step work is too small
 to split across threads (a pool launch per step costs more than a 128 x 512 matvec), so the
 parallel loop is over independent sequences only.
+
+Measured (LSTM, H = 128, T = 32, one thread, CPU time): 2.4 us per step for one sequence and
+1.2 us per sequence-step at batch 16, which is Zen 4's FMA bound (4096 512-bit FMAs per
+128 x 512 matvec at one per cycle). Stepping several batch rows together so that each weight
+vector is loaded once for all of them was tried: no faster (the FMAs, not the loads, bound
+it), and fewer tasks to run in parallel.
 """
 
 from __future__ import annotations
