@@ -105,10 +105,8 @@ def _conv(node: onnx.NodeProto, ctx: Context) -> list[Value]:
 
 @onnx_op("ConvTranspose")
 def _conv_transpose(node: onnx.NodeProto, ctx: Context) -> list[Value]:
-    """Output size ``stride * (in - 1) + output_padding + (k - 1) * dilation + 1 - pads``.
-    A stride equal to the kernel with no padding (the usual 2x upsampling) has windows that do
-    not overlap: a 1x1 convolution to O * kh * kw channels, then a depth-to-space shuffle.
-    Anything else is ``conv_transpose2d``."""
+    """Output size ``stride * (in - 1) + output_padding + (k - 1) * dilation + 1 - pads``;
+    see ``_transposed_conv2d`` for how it is computed."""
     x, w, b = ctx.required(0), ctx.required(1), ctx.input(2)
     if x.type.rank not in (3, 4) or w.type.rank != x.type.rank:
         raise ModelError(f"only 1-D and 2-D ConvTranspose is supported, got input {x.type} and "
@@ -159,19 +157,43 @@ def _conv_transpose(node: onnx.NodeProto, ctx: Context) -> list[Value]:
 
 def _transposed_conv2d(ctx: Context, x: Value, w: Value, strides: list[int], pads: list[int],
                        dilations: list[int], kernel: list[int], group: int) -> Value:
+    """With a constant weight and no dilation, by stride phases: output row ``s * i + a``
+    only meets the taps ``a + s * t``, so
+
+        y_full[n, o, s*i + a, s*j + b]
+            = sum_{c, t, u} x[n, c, i - t, j - u] w[c, o, a + s*t, b + s*u]
+
+    is one ordinary conv2d to ``O * sh * sw`` channels (one per output channel and phase; taps
+    past the kernel are zero) over ``x`` padded by the taps per phase less one, then a
+    depth-to-space shuffle and a crop by ``pads``: every multiply-add is useful, and the conv2d
+    template runs it. Otherwise ``conv_transpose2d`` (a conv over the zero-inserted input)."""
     c, og, kh, kw = w.type.static_shape
-    if (w.is_constant and group == 1 and kernel == strides and not any(pads)
-            and dilations == [1, 1]):
-        n, _, h, wd = x.shape
-        # y[n, o, i*kh + p, j*kw + q] = sum_c x[n, c, i, j] w[c, o, p, q]: 1x1 conv to (o, p, q)
-        w1 = np.ascontiguousarray(w.data.transpose(1, 2, 3, 0).reshape(og * kh * kw, c, 1, 1))
-        z = ctx.emit("conv2d", [x, ctx.constant(w1, dtype=w.dtype)])
-        z = reshape(ctx, z, (n, og, kh, kw, h, wd))
+    n, _, h, wd = x.shape
+    (sh, sw), (ph, pw) = strides, pads[:2]
+    if not w.is_constant or dilations != [1, 1] or isinstance(h, str) or isinstance(wd, str):
+        return ctx.emit("conv_transpose2d", [x, w], strides=strides,
+                        padding=(pads[0], pads[1], pads[2], pads[3]), dilations=dilations,
+                        groups=group)
+    th, tw = -(-kh // sh), -(-kw // sw)            # taps per phase
+    full = np.zeros((sh * th, sw * tw, c, og), w.data.dtype)    # kernel rows/cols padded
+    full[:kh, :kw] = w.data.transpose(2, 3, 0, 1)
+    # [t', a, u', b, c, o] with the taps flipped (t' = th - 1 - t) -> [(o, a, b), c / g, t', u']
+    taps = full.reshape(th, sh, tw, sw, c, og)[::-1, :, ::-1]
+    cg = c // group
+    taps = taps.reshape(th, sh, tw, sw, group, cg, og).transpose(4, 6, 1, 3, 5, 0, 2)
+    wz = np.ascontiguousarray(taps.reshape(group * og * sh * sw, cg, th, tw))
+    z = ctx.emit("conv2d", [x, ctx.constant(wz, dtype=w.dtype)], groups=group,
+                 padding=(th - 1, tw - 1, th - 1, tw - 1))
+    hz, wz_ = h + th - 1, wd + tw - 1
+    o = group * og
+    if sh * sw > 1:
+        z = reshape(ctx, z, (n, o, sh, sw, hz, wz_))
         z = ctx.emit("transpose", [z], perm=(0, 1, 4, 2, 5, 3))
-        return reshape(ctx, z, (n, og, _mul(h, kh), _mul(wd, kw)))
-    return ctx.emit("conv_transpose2d", [x, w], strides=strides,
-                    padding=(pads[0], pads[1], pads[2], pads[3]), dilations=dilations,
-                    groups=group)
+        z = reshape(ctx, z, (n, o, hz * sh, wz_ * sw))
+    out_h = sh * (h - 1) + kh - pads[0] - pads[2]
+    out_w = sw * (wd - 1) + kw - pads[1] - pads[3]
+    crop = [0, 0, -ph, -pw, 0, 0, out_h + ph - hz * sh, out_w + pw - wz_ * sw]
+    return z if not any(crop) else ctx.emit("pad", [z], pads=crop)
 
 
 def _mul(d: int | str, f: int) -> int | str:
