@@ -139,17 +139,19 @@ def pad(n: NodeInfo, x: te.Tensor) -> te.Tensor:
             if lo == 0 and n.shape[axis] == kept:      # this axis is only cropped, or kept
                 src.append(j + crop)
                 continue
-            src.append(crop + pad_source(at.mode, j, kept, tirx.floormod, _clip, tirx.Select))
             if at.mode is PadMode.CONSTANT:
+                # an affine read guarded by the bounds: contiguous vector loads inside the row
+                src.append(j + crop)
                 if lo:
                     inside.append(j >= 0)
                 if n.shape[axis] > lo + kept:
                     inside.append(j < kept)
+                continue
+            src.append(crop + pad_source(at.mode, j, kept, tirx.floormod, _clip, tirx.Select))
         v = x(*src)
         if not inside:
             return v
-        # the source index is clamped into range, so both sides are safe to evaluate
-        return tirx.Select(tirx.all(*inside), v, const(at.value, n.dtype))
+        return tirx.if_then_else(tirx.all(*inside), v, const(at.value, n.dtype))
 
     return te.compute(n.shape, f, name=n.name)
 
