@@ -192,6 +192,34 @@ def conv2d(x: Value, w: Operand, stride: int | Sequence[int] = 1,
                   dilations=norm(dilation), groups=groups)
 
 
+def conv_transpose2d(x: Value, w: Operand, stride: int | Sequence[int] = 1,
+                     padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1,
+                     groups: int = 1) -> Value:
+    """Transposed 2-D convolution of an NCHW ``x`` with a weight [in, out / groups, kh, kw]
+    (PyTorch's ConvTranspose2d layout); ``padding`` crops the output as in ``conv2d``."""
+    def norm(v: int | Sequence[int]) -> int | tuple[int, ...]:
+        return v if isinstance(v, int) else tuple(v)
+
+    return _apply("conv_transpose2d", x, w, strides=norm(stride), padding=norm(padding),
+                  dilations=norm(dilation), groups=groups)
+
+
+def pool(x: Value, mode: str, kernel: Sequence[int], stride: Sequence[int] | None = None,
+         pads: Sequence[int] | None = None, dilation: Sequence[int] | None = None,
+         ceil_mode: bool = False, count_include_pad: bool = False, p: int = 2) -> Value:
+    """``mode`` ("max", "avg" or "lp") pooling over the trailing ``len(kernel)`` axes of an
+    [N, C, ...] ``x``; ``pads`` is (begin..., end...) as in ONNX."""
+    return _apply("pool", x, mode=mode, kernel=tuple(kernel), strides=tuple(stride or ()),
+                  pads=tuple(pads or ()), dilations=tuple(dilation or ()), ceil_mode=ceil_mode,
+                  count_include_pad=count_include_pad, p=p)
+
+
+def pad(x: Value, pads: Sequence[int], mode: str = "constant", value: float = 0.0) -> Value:
+    """``x`` padded by ``pads`` (begin..., end...; negative entries crop); ``mode`` is
+    "constant", "reflect", "edge" or "wrap"."""
+    return _apply("pad", x, pads=tuple(pads), mode=mode, value=value)
+
+
 # -- data movement ------------------------------------------------------------------------------
 def reshape(x: Value, shape: Sequence[int | str]) -> Value:
     """``x`` with a new shape of the same size; one dim may be -1 (inferred)."""

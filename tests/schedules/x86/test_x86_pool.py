@@ -115,3 +115,14 @@ def test_errors(attrs, match) -> None:
     g = kiln.Graph("pool")
     with pytest.raises(ModelError, match=match):
         g.add("pool", [g.input("x", (1, 2, 5, 5))], **attrs)
+
+
+def test_builder_pool_pad_and_conv_transpose() -> None:
+    from kiln import ops
+    g = kiln.Graph("built")
+    y = ops.pool(ops.pad(g.input("x", (1, 3, 9, 9)), (0, 0, 1, 1, 0, 0, 1, 1), mode="edge"),
+                 "max", (3, 3), stride=(2, 2))
+    w = np.random.default_rng(2).standard_normal((3, 2, 3, 3)).astype(np.float32)
+    g.output(ops.conv_transpose2d(y, w, stride=2, padding=1))
+    got = assert_matches_reference(g, rtol=1e-4, atol=1e-4)
+    assert got[0].shape == (1, 2, 9, 9)
