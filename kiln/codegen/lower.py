@@ -241,7 +241,7 @@ def _padded_gemm(n: Node, info: NodeInfo, ins: list, plan: SchedulePlan, names: 
                                  names.fresh(f"{info.name}_pack"))
             b_at, n_pad = packed_operand(bp), shape_of(bp)[-3] * cfg.nr
     m = shape[-2]
-    m_pad = x86.round_up(m, cfg.mc) if isinstance(m, int) else m
+    m_pad = x86.round_up(m, cfg.mc)
     product = integer_product(info.shape, ins[0], ins[2], ins[3]) \
         if n.op.name == "matmul_integer" else None
     return gemm_padded(info, ins[0], b_at, k_extent, m_pad, n_pad, product)

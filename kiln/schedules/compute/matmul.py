@@ -104,7 +104,7 @@ def gemm_padded(n: NodeInfo, a: te.Tensor, b_at: Any, k_extent: int, m_pad: int,
     [..., M, N] view, so the padding is computed in registers but never stored."""
     shape = n.shape if len(n.shape) > 1 else (1, *n.shape)     # x [K] @ W: one row
     m = shape[-2]
-    padded = isinstance(m, int) and m_pad > m
+    padded = not isinstance(m, int) or m_pad > m     # a symbolic M: ceil(M / mc) * mc rows
     c = _gemm((*shape[:-2], m_pad, n_pad), f"{n.name}_gemm", a, b_at, k_extent,
               rows=m if padded else None, product=product)
     if len(n.shape) == 1:
