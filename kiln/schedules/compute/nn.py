@@ -65,7 +65,8 @@ def _pool_input(name: str, x: te.Tensor, at: Any, out_spatial: tuple[int, ...],
 
     def f(b: Any, c: Any, *idx: Any) -> Any:
         rows, phase, j = idx[:k - 1], idx[k - 1], idx[k]
-        src = [rows[i] - pads[i] for i in range(k - 1)] + [j * sw + phase - pads[-1]]
+        col = j * sw + phase if sw > 1 else j          # one phase: a plain (rectangular) pad
+        src = [rows[i] - pads[i] for i in range(k - 1)] + [col - pads[-1]]
         inside = []                           # only the bounds some index can cross
         for i, (pos, n) in enumerate(zip(src, spatial, strict=True)):
             hi = need[i] if i < k - 1 else wq * sw

@@ -57,6 +57,7 @@ def schedule_pool(sch: s_tir.Schedule, pool: str, lanes: int) -> None:
     owl = lanes if width >= lanes else vector_width(width, lanes)
     owo, owi = sch.split(spatial[-1], [None, owl])
     sch.reorder(*spatial[:-1], owo, *window, owi)
+    pads = _pad_in_task(sch, pad, spatial[:-1]) if pad is not None else []
     rows = sch.fuse(*spatial[:-1])
     if total >= MIN_PARALLEL_ELEMS and extent(sch, rows) > 1:
         sch.parallel(rows)
@@ -74,14 +75,24 @@ def schedule_pool(sch: s_tir.Schedule, pool: str, lanes: int) -> None:
     inner = sch.get_loops(out)[-1]
     if owl > 1 and extent(sch, inner) > 1:
         sch.vectorize(inner)
-    if pad is not None:
-        # the padded rows this task's windows read, made in the task (in cache); rows that
-        # neighbouring tasks share are padded again (kernel / stride times)
-        p = sch.get_sblock(pad)
-        sch.compute_at(p, rows)
-        j = sch.get_loops(p)[-1]
+    if window:
+        sch.decompose_reduction(block, window[0])
+    for part in pads:
+        j = sch.get_loops(part)[-1]
         if extent(sch, j) >= lanes:
             _, ji = sch.split(j, [None, lanes])
             sch.vectorize(ji)
-    if window:
-        sch.decompose_reduction(block, window[0])
+
+
+def _pad_in_task(sch: s_tir.Schedule, pad: str, rows: list) -> list:
+    """Make the padded rows one output row's windows read inside its task (in cache; rows
+    that neighbouring tasks share are padded again, kernel / stride times). A guarded copy
+    vectorises badly (LLVM gets one scalar load per lane), so when the guard is a rectangle
+    (one stride phase) the pad value is filled first and the inside copied unguarded. Placed
+    before the row loops are fused, while the rows' indices are still affine."""
+    p = sch.get_sblock(pad)
+    sch.compute_at(p, rows[-1])
+    first = sch.get_loops(p)[len(rows)]
+    if sch.can_decompose_padding(p, first):
+        return [sch.decompose_padding(p, first), p]
+    return [p]
