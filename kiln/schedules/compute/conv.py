@@ -31,7 +31,7 @@ def _padded_input(name: str, x: te.Tensor, padding: tuple[int, int, int, int],
     wq = -(-wp // stride_w)
 
     def f(b: Any, ch: Any, row: Any, phase: Any, j: Any) -> Any:
-        col = j * stride_w + phase
+        col = j * stride_w + phase if stride_w > 1 else j   # one phase: a rectangular guard
         inside = []                           # only the bounds some index can cross
         if pt:
             inside.append(row >= pt)

@@ -227,11 +227,19 @@ def _finish(sch: s_tir.Schedule, block, pads: list[str], is_output: bool, task, 
         p = sch.get_sblock(pad)
         if cfg.pad_in_task:                     # only the rows this task reads
             sch.compute_at(p, task)
-        else:                                   # every padded row once, rows in parallel
-            n, c, row = sch.get_loops(p)[:3]
+            _vectorize_inner(sch, p, lanes, MAX_PAD_VECTORS * lanes)
+            continue
+        # every padded row once, rows in parallel. A guarded copy vectorises badly (a scalar
+        # load per lane); with one stride phase the guard is a rectangle: fill the zeros, then
+        # copy the inside unguarded
+        parts = [p]
+        if sch.can_decompose_padding(p, sch.get_loops(p)[0]):
+            parts.insert(0, sch.decompose_padding(p, sch.get_loops(p)[0]))
+        for part in parts:
+            n, c, row = sch.get_loops(part)[:3]
             if extent(sch, n) * extent(sch, c) * extent(sch, row) * lanes >= MIN_PARALLEL_ELEMS:
                 sch.parallel(sch.fuse(n, c, row))
-        _vectorize_inner(sch, p, lanes, MAX_PAD_VECTORS * lanes)
+            _vectorize_inner(sch, part, lanes, MAX_PAD_VECTORS * lanes)
     sch.decompose_reduction(block, init_at)
 
 
