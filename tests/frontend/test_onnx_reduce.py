@@ -50,8 +50,9 @@ def test_reduce_ops(op: str, opset: int) -> None:
     check_compiled(model, {"x": x}, rtol=1e-4)
 
 
-@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMax", "ReduceLogSumExp"])
-@pytest.mark.parametrize("axes, keepdims", [(None, 0), ([2], 0), ([1], 1)])
+@pytest.mark.parametrize("op, axes, keepdims", [("ReduceSum", None, 0), ("ReduceMax", [2], 0),
+                                                ("ReduceLogSumExp", [1], 1),
+                                                ("ReduceLogSumExp", None, 1)])
 def test_reduce_axes_and_keepdims(op: str, axes, keepdims: int) -> None:
     model = reduce_model(op, (4, 6, 9), axes, 18, keepdims=keepdims)
     check_compiled(model, {"x": randn(4, 6, 9)}, rtol=1e-4)
@@ -105,8 +106,8 @@ def test_runtime_axes_are_a_model_error() -> None:
         import_onnx(model)
 
 
-@pytest.mark.parametrize("op", ["ArgMax", "ArgMin"])
-@pytest.mark.parametrize("axis, keepdims, last", [(1, 1, 0), (-1, 0, 1), (0, 1, 1)])
+@pytest.mark.parametrize("op, axis, keepdims, last", [("ArgMax", 1, 1, 0), ("ArgMin", -1, 0, 1),
+                                                      ("ArgMax", 0, 1, 1)])
 def test_arg_reductions_with_ties(op: str, axis: int, keepdims: int, last: int) -> None:
     x = np.random.default_rng(0).integers(0, 3, (5, 7, 9)).astype(np.float32)   # many ties
     node = helper.make_node(op, ["x"], ["y"], axis=axis, keepdims=keepdims,
