@@ -105,6 +105,23 @@ def test_loop_constant_trip_count_unrolls() -> None:
     assert_outputs_close(kiln.compile(model)(**feeds), run_ort(model, feeds), 1e-5, 1e-6)
 
 
+def test_loop_without_trip_count_stops_on_a_folded_condition() -> None:
+    """A while loop: the body's condition (i < 2) folds each iteration, so it unrolls to 3."""
+    body = helper.make_graph(
+        [helper.make_node("Constant", [], ["two"], value=helper.make_tensor(
+            "two_v", TensorProto.INT64, [], [2])),
+         helper.make_node("Less", ["i", "two"], ["cond_out"]),
+         helper.make_node("Mul", ["acc_in", "x"], ["acc_out"])],
+        "body", [tensor("i", [], TensorProto.INT64), tensor("cond_in", [], TensorProto.BOOL),
+                 tensor("acc_in", SHAPE)],
+        [tensor("cond_out", [], TensorProto.BOOL), tensor("acc_out", SHAPE)])
+    node = helper.make_node("Loop", ["", "cond", "x"], ["acc"], body=body)
+    model = make_model([node], [tensor("x", SHAPE)], [tensor("acc", SHAPE)],
+                       [init("cond", np.array(True))])
+    feeds = {"x": randn(*SHAPE, seed=3)}
+    assert_outputs_close(kiln.compile(model)(**feeds), run_ort(model, feeds), 1e-5, 1e-6)
+
+
 def test_loop_runtime_trip_count_is_a_model_error() -> None:
     with pytest.raises(ModelError, match="trip count is computed at run time"):
         import_onnx(loop_model(None))
