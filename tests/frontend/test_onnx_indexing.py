@@ -181,6 +181,8 @@ def test_data_dependent_shapes_are_model_errors() -> None:
     ("ij->ji", [(3, 4)]),
     ("ij->i", [(3, 4)]),
     ("ijk", [(2, 3, 4)]),
+    ("...ii->...i", [(3, 5, 5)]),
+    ("ii", [(4, 4)]),
 ])
 def test_einsum(eq: str, shapes) -> None:
     names = [f"x{i}" for i in range(len(shapes))]
@@ -190,12 +192,11 @@ def test_einsum(eq: str, shapes) -> None:
     check_compiled(model, feeds, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("eq, why", [("ii->i", "diagonal"), ("ij,jk,kl->il", "3 operands")])
-def test_einsum_unsupported_forms_name_the_equation(eq: str, why: str) -> None:
-    n = eq.count(",") + 1
-    model = node_model("Einsum", [tensor(f"x{i}", (4, 4)) for i in range(n)],
+def test_einsum_unsupported_forms_name_the_equation() -> None:
+    eq = "ij,jk,kl->il"
+    model = node_model("Einsum", [tensor(f"x{i}", (4, 4)) for i in range(3)],
                        [tensor("y", None)], equation=eq, opset=12)
-    with pytest.raises(ModelError, match=f"Einsum '{eq}'.*{why}"):
+    with pytest.raises(ModelError, match=f"Einsum '{eq}'.*3 operands"):
         import_onnx(model)
 
 

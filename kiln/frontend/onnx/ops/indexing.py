@@ -215,8 +215,8 @@ def _parse_einsum(equation: str, ranks: list[int]) -> tuple[list[str], str]:
 
 def _einsum_error(equation: str, why: str) -> ModelError:
     return ModelError(f"Einsum {equation!r} is not supported: {why} (kiln takes one or two "
-                      "operands whose labels appear once per operand: matmul, batched and "
-                      "transposed matmul, outer products, sums and transposes)")
+                      "operands: matmul, batched and transposed matmul, outer products, sums, "
+                      "diagonals and transposes)")
 
 
 def _sum_out(ctx: Context, x: Value, labels: str, keep: str) -> tuple[Value, str]:
@@ -237,6 +237,24 @@ def _sum_and_permute(ctx: Context, x: Value, labels: str, keep: str) -> tuple[Va
     return x, order
 
 
+def _diagonal(ctx: Context, x: Value, labels: str, equation: str) -> tuple[Value, str]:
+    """Take the diagonal for each label repeated within one operand (``ii->i``): zero the
+    off-diagonal with an identity mask, then sum the second occurrence's axis away."""
+    while len(set(labels)) != len(labels):
+        c = next(c for c in labels if labels.count(c) > 1)
+        p, q = labels.index(c), labels.index(c, labels.index(c) + 1)
+        n = x.shape[p]
+        if n != x.shape[q] or not isinstance(n, int):
+            raise _einsum_error(equation, f"label {c!r} repeats over dims {x.shape[p]} and "
+                                f"{x.shape[q]}")
+        shape = [1] * x.type.rank
+        shape[p] = shape[q] = n
+        eye = ctx.constant(np.eye(n, dtype=x.dtype.np).reshape(shape), dtype=x.dtype)
+        x = ctx.emit("reduce_sum", [ctx.emit("mul", [x, eye])], axes=(q,), keepdims=False)
+        labels = labels[:q] + labels[q + 1:]
+    return x, labels
+
+
 def _dims(x: Value, labels: str, which: str) -> list[Dim]:
     return [x.shape[labels.index(c)] for c in which]
 
@@ -252,9 +270,8 @@ def _einsum(node: onnx.NodeProto, ctx: Context) -> list[Value]:
     eq = ctx.attr("equation")
     xs = ctx.inputs()
     terms, out = _parse_einsum(eq, [x.type.rank for x in xs])
-    for t in terms:
-        if len(set(t)) != len(t):
-            raise _einsum_error(eq, f"label repeated within the operand {t!r} (a diagonal)")
+    for k, t in enumerate(terms):
+        xs[k], terms[k] = _diagonal(ctx, xs[k], t, eq)
     if len(set(out)) != len(out) or any(c not in "".join(terms) for c in out):
         raise _einsum_error(eq, f"output {out!r} repeats a label or names an unknown one")
     if len(xs) == 1:
