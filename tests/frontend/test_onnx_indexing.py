@@ -207,3 +207,20 @@ def test_integer_matmul() -> None:
     feeds = {"a": rng.integers(-9, 9, (3, 5)).astype(np.int32),
              "b": rng.integers(-9, 9, (5, 7)).astype(np.int32)}
     check_compiled(model, feeds, 0, 0)
+
+
+def test_range_over_a_symbolic_dim() -> None:
+    """``Range(0, seq, 1)`` with ``seq`` from the input's shape: a range op of length seq,
+    one library for every length."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+             helper.make_node("Range", ["zero", "n", "one"], ["r"]),
+             helper.make_node("Cast", ["r"], ["rf"], to=F32),
+             helper.make_node("Add", ["x", "rf"], ["y"])]
+    model = make_model(nodes, [tensor("x", ("seq",))], [tensor("y", ("seq",))],
+                       [init("zero", np.array(0, np.int64)), init("one", np.array(1, np.int64))],
+                       opset=13)
+    lib = kiln.compile(import_onnx(model))
+    for n in (5, 17):
+        x = randn(n)
+        assert_outputs_close(lib(x=x), run_ort(model, {"x": x}), 1e-6, 1e-6)

@@ -17,7 +17,7 @@ import numpy as np
 from kiln.errors import ModelError
 from kiln.ir.dtype import DType
 from kiln.ir.ops.registry import OpDef, Pattern, register
-from kiln.ir.types import TensorType, format_shape, normalize_axis
+from kiln.ir.types import Dim, TensorType, format_shape, normalize_axis
 
 INDEX_DTYPES = (DType.int32, DType.int64)
 
@@ -32,6 +32,36 @@ def _wrap(idx: np.ndarray, dim: int, op: str) -> np.ndarray:
     if idx.size and (idx.min() < -dim or idx.max() >= dim):
         raise ModelError(f"{op} index out of range for dim {dim}")
     return np.where(idx < 0, idx + dim, idx).astype(np.int64)
+
+
+# -- range --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RangeAttrs:
+    """``out[i] = start + i * delta`` for ``i < shape[0]``; the length is known at import (an
+    int, or a symbolic dim such as ``seq`` for ``Range(0, seq, 1)``)."""
+
+    shape: tuple[Dim, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(d if isinstance(d, str) else int(d)
+                                                for d in self.shape))
+        if len(self.shape) != 1:
+            raise ModelError(f"range shape must have one dim, got {format_shape(self.shape)}")
+
+
+def _infer_range(at: RangeAttrs, start: TensorType, delta: TensorType) -> TensorType:
+    if start.shape != () or delta.shape != () or start.dtype != delta.dtype:
+        raise ModelError(f"range needs scalar start and delta of one dtype, got {start} and "
+                         f"{delta}")
+    return TensorType(at.shape, start.dtype)
+
+
+def _range_ref(at: RangeAttrs, start: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    return (start + np.arange(at.shape[0]).astype(start.dtype) * delta).astype(start.dtype)
+
+
+register(OpDef("range", RangeAttrs, Pattern.INJECTIVE, _infer_range, _range_ref,
+               num_inputs=(2, 2)))
 
 
 # -- gather_elements ----------------------------------------------------------------------------

@@ -49,6 +49,11 @@ def _unravel(flat: Any, dims: Sequence[int]) -> list[Any]:
 
 
 # -- injective ops ------------------------------------------------------------------------------
+@compute("range")
+def range_(n: NodeInfo, start: te.Tensor, delta: te.Tensor) -> te.Tensor:
+    return te.compute(n.shape, lambda i: start() + i.astype(n.dtype) * delta(), name=n.name)
+
+
 @compute("gather_elements")
 def gather_elements(n: NodeInfo, x: te.Tensor, idx: te.Tensor) -> te.Tensor:
     """``out[i] = x[i with i[axis] replaced by idx[i]]``."""

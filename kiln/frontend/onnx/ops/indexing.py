@@ -90,11 +90,21 @@ def _tile(node: onnx.NodeProto, ctx: Context) -> list[Value]:
 
 @onnx_op("Range")
 def _range(node: onnx.NodeProto, ctx: Context) -> list[Value]:
-    """Folded at import: the output's length is ``ceil((limit - start) / delta)``, which kiln
-    must know to give the result a shape, so start, limit and delta must be constants."""
+    """The output's length, ``ceil((limit - start) / delta)``, must be known at import: with
+    constant operands Range folds; ``Range(0, n, 1)`` with ``n`` a symbolic dim (a shape
+    computation on a ``seq`` input) is a range op of length ``n``."""
     start = ctx.required(0)
-    s, lim, d = (np.asarray(ctx.const_input(i, required=True)).reshape(()).item()
-                 for i in range(3))
+    operands = [ctx.required(i) for i in range(3)]
+    known = [v.data if v.data is not None else ctx.known_values(v) for v in operands]
+    for i, k in enumerate(known):
+        if k is None:
+            ctx.const_input(i, required=True)     # raises the "must be a constant" error
+    s, lim, d = (np.asarray(k, dtype=object).reshape(-1)[0] for k in known)
+    if isinstance(lim, str) or isinstance(s, str) or isinstance(d, str):
+        if s != 0 or d != 1 or not isinstance(lim, str):
+            raise ModelError(f"Range({s}, {lim}, {d}) over a symbolic dim: kiln takes "
+                             "Range(0, dim, 1) only (the length must be a dim)")
+        return [ctx.emit("range", [ctx.scalar(0, start), ctx.scalar(1, start)], shape=(lim,))]
     if d == 0:
         raise ModelError("Range delta must not be 0")
     count = max(math.ceil((lim - s) / d), 0)
