@@ -161,14 +161,17 @@ def _arg_reduce(n: NodeInfo, x: te.Tensor, extreme: Any) -> te.Tensor:
                    name=f"{n.name}_extreme")
     k2 = te.reduce_axis((0, dim), name="k")
     last = n.attrs.select_last_index
-    miss = const(-1, "int64") if last else _extent_as(dim, "int64")
+    # the search runs on int32 indices (the loop's own type: no widening per element, and
+    # twice the lanes of int64); only the result is widened
+    miss = const(-1, "int32") if last else _extent_as(dim, "int32")
     pick = te.max if last else te.min
 
     def first_hit(*i: Any) -> Any:
         hit = x(*at(i, k2)) == m(*row(i))
-        return pick(tirx.Select(hit, k2.var.astype("int64"), miss), axis=k2)
+        return pick(tirx.Select(hit, k2.var.astype("int32"), miss), axis=k2)
 
-    return te.compute(n.shape, first_hit, name=n.name)
+    idx = te.compute(n.shape, first_hit, name=f"{n.name}_index")
+    return te.compute(n.shape, lambda *i: idx(*i).astype("int64"), name=n.name)
 
 
 @compute("arg_max")
