@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 
 import onnx
+from google.protobuf.message import DecodeError
 from onnx import TensorProto, numpy_helper
 
 from kiln.errors import ModelError, first_line
@@ -27,15 +28,28 @@ from kiln.frontend.onnx.context import (
 from kiln.ir.graph import Graph, Value
 from kiln.ir.types import Dim, TensorType, format_shape
 
-
 # -- the importer -------------------------------------------------------------------------------
+# the domains ONNX itself defines; any other is a custom one (com.microsoft: onnxruntime's)
+_ONNX_DOMAINS = ("ai.onnx", "ai.onnx.ml", "ai.onnx.preview", "ai.onnx.preview.training")
+
+
 def _load(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     if isinstance(model, onnx.ModelProto):
-        return model
-    try:
-        return onnx.load(os.fspath(model))
-    except Exception as e:  # protobuf and I/O errors alike mean "unreadable"
-        raise ModelError(f"cannot read ONNX model {os.fspath(model)}: {first_line(e)}") from e
+        proto, what = model, "the model"
+    else:
+        what = os.fspath(model)
+        try:
+            proto = onnx.load(what)
+        except DecodeError as e:
+            raise ModelError(f"cannot read ONNX model {what}: not an ONNX model, or a truncated "
+                             f"one ({first_line(e)})") from e
+        except Exception as e:  # I/O errors, external data that cannot be read
+            raise ModelError(f"cannot read ONNX model {what}: {first_line(e)}") from e
+    # protobuf parses an empty file, and some other bytes, as a model with no graph
+    if not proto.HasField("graph"):
+        why = "it is empty" if not proto.ByteSize() else "it holds no graph"
+        raise ModelError(f"{what} is not an ONNX model, or a truncated one: {why}")
+    return proto
 
 
 def _validate(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -55,6 +69,11 @@ def _validate(model: onnx.ModelProto) -> onnx.ModelProto:
 def _opset(model: onnx.ModelProto) -> int:
     for imp in model.opset_import:
         if imp.domain in DEFAULT_DOMAINS:
+            # onnx's schemas, which kiln validates against, stop at the newest opset it knows
+            if imp.version > onnx.defs.onnx_opset_version():
+                raise ModelError(f"the model imports ONNX opset {imp.version}; kiln supports "
+                                 f"opsets up to {onnx.defs.onnx_opset_version()} (those of "
+                                 f"onnx {onnx.__version__})")
             return imp.version
     raise ModelError("the model imports no opset of the default ONNX domain")
 
@@ -66,12 +85,12 @@ def _subgraphs(node: onnx.NodeProto) -> list[tuple[str, onnx.GraphProto]]:
 
 
 def _find_unsupported(graph: onnx.GraphProto, prefix: str,
-                      missing: dict[str, list[str]]) -> None:
+                      missing: dict[tuple[str, str], list[str]]) -> None:
     for i, node in enumerate(graph.node):
         label = prefix + _label(node, i)
-        key = op_key(node)
-        if key not in CONVERTERS:
-            missing.setdefault(key, []).append(label)
+        if op_key(node) not in CONVERTERS:
+            domain = "ai.onnx" if node.domain in DEFAULT_DOMAINS else node.domain
+            missing.setdefault((domain, node.op_type), []).append(label)
         for attr, sub in _subgraphs(node):     # nested nodes are named outer/attr/inner
             _find_unsupported(sub, f"{label}/{attr}/", missing)
 
@@ -86,13 +105,21 @@ def _used_names(graph: onnx.GraphProto) -> set[str]:
     return used
 
 
-def _unsupported(graph: onnx.GraphProto) -> None:
-    missing: dict[str, list[str]] = {}
-    _find_unsupported(graph, "", missing)
-    if missing:
-        parts = [f"{op} (node{'s' if len(names) > 1 else ''} {', '.join(names)})"
-                 for op, names in missing.items()]
-        raise ModelError("unsupported ONNX ops: " + "; ".join(parts))
+def _unsupported(model: onnx.ModelProto) -> None:
+    """Every op kiln has no converter for, at once: op type, domain (custom domains named so),
+    the opset the model imports for that domain, and the nodes."""
+    missing: dict[tuple[str, str], list[str]] = {}
+    _find_unsupported(model.graph, "", missing)
+    if not missing:
+        return
+    opsets = {imp.domain or "ai.onnx": imp.version for imp in model.opset_import}
+    parts = []
+    for (domain, op), names in missing.items():
+        where = f"domain {domain}" if domain in _ONNX_DOMAINS else f"custom domain {domain}"
+        opset = f"opset {opsets[domain]}" if domain in opsets else "no opset imported"
+        nodes = f"node{'s' if len(names) > 1 else ''} {', '.join(names)}"
+        parts.append(f"{op} ({where}, {opset}; {nodes})")
+    raise ModelError("unsupported ONNX ops: " + "; ".join(parts))
 
 
 def _label(node: onnx.NodeProto, index: int) -> str:
@@ -233,10 +260,11 @@ def import_onnx(model: str | os.PathLike | onnx.ModelProto,
     (``Shape`` of a symbolic dim) need. Raises ``ModelError`` for invalid models, for every
     unsupported op at once, and for attribute values kiln cannot express.
     """
-    proto = _validate(_load(model))
+    proto = _load(model)
+    _unsupported(proto)   # before onnx's checker, which stops at the first op it does not know
     opset = _opset(proto)
+    proto = _validate(proto)
     onnx_graph = proto.graph
-    _unsupported(onnx_graph)
 
     ctx = Context(Graph(onnx_graph.name or "main"), opset)
     _declare(ctx, onnx_graph, input_shapes or {})
