@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import statistics
+import struct
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -149,6 +150,7 @@ def load(path: str | os.PathLike) -> Library:
     path = Path(path)
     if not path.is_file():
         raise KilnError(f"no such library: {path}")
+    _check_not_truncated(path)
     try:
         with _quiet_native_stderr():
             module = tvm.runtime.load_module(str(path))
@@ -156,6 +158,30 @@ def load(path: str | os.PathLike) -> Library:
     except Exception as e:   # TVM raises its own error types for bad files
         raise KilnError(f"{path} is not a loadable kiln library: {first_line(e)}") from None
     return lib
+
+
+def _check_not_truncated(path: Path) -> None:
+    """Refuse a truncated shared library before dlopen maps it: reading a mapped page past the
+    end of the file kills the process with SIGBUS instead of raising. Every part that the ELF
+    headers locate (program segments, the section header table) must lie inside the file."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2:
+            return   # not a 64-bit ELF file: dlopen's own message says what it is not
+        order = "<" if head[5] == 1 else ">"
+        phoff, shoff = struct.unpack_from(order + "QQ", head, 0x20)
+        phentsize, phnum, shentsize, shnum = struct.unpack_from(order + "HHHH", head, 0x36)
+        ends = [phoff + phentsize * phnum, shoff + shentsize * shnum]
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    for i in range(len(table) // phentsize if phentsize >= 40 else 0):
+        offset, = struct.unpack_from(order + "Q", table, i * phentsize + 8)
+        filesz, = struct.unpack_from(order + "Q", table, i * phentsize + 32)
+        ends.append(offset + filesz)
+    if max(ends) > size:
+        raise KilnError(f"{path} is not a loadable kiln library: it is truncated ({size} bytes, "
+                        f"its ELF headers locate data up to byte {max(ends)})")
 
 
 def median_ms(samples: list[float]) -> float:
