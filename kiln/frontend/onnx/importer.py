@@ -35,7 +35,7 @@ _ONNX_DOMAINS = ("ai.onnx", "ai.onnx.ml", "ai.onnx.preview", "ai.onnx.preview.tr
 
 def _load(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     if isinstance(model, onnx.ModelProto):
-        proto, what = model, "the model"
+        proto, what = model, "the ModelProto"
     else:
         what = os.fspath(model)
         try:
