@@ -11,6 +11,7 @@ from kiln.ir.ops import (  # noqa: F401  (registration)
     quant,
     reduce,
     rnn,
+    signal,
 )
 from kiln.ir.ops.registry import OPS, NoAttrs, OpDef, Pattern, get_op, register
 

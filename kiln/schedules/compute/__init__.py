@@ -15,6 +15,7 @@ from kiln.schedules.compute import (  # noqa: F401  (registration)
     quant,
     reduce,
     rnn,
+    signal,
 )
 from kiln.schedules.compute.registry import COMPUTE, NodeInfo
 

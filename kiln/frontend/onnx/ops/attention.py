@@ -1,0 +1,2 @@
+"""Transformer ops of opsets 23-24 (Attention, RotaryEmbedding, RMSNormalization, ...), lowered
+onto kiln ops."""

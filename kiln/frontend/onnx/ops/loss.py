@@ -1,0 +1,1 @@
+"""Loss functions: NegativeLogLikelihoodLoss and SoftmaxCrossEntropyLoss."""

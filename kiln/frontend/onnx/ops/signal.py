@@ -1,0 +1,1 @@
+"""Signal processing, sampling grids and other less common ops."""

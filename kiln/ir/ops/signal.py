@@ -1,0 +1,1 @@
+"""Signal processing and sampling ops: DFT, grid sampling."""

@@ -1,0 +1,1 @@
+"""TE compute of signal processing and sampling ops."""
