@@ -109,6 +109,13 @@ def test_max_pool_1d_and_unused_indices() -> None:
     compiled(model, x_feed((2, 3, 13)))
 
 
+def test_max_pool_indices() -> None:
+    model = node_model("MaxPool", (1, 3, 8, 9), n_out=2, kernel_shape=[3, 3], strides=[2, 2],
+                       pads=[1, 1, 1, 1])
+    model.graph.output[1].type.tensor_type.elem_type = 7      # Indices are int64
+    compiled(model, x_feed((1, 3, 8, 9)), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool"])
 def test_global_pool(op) -> None:
     compiled(node_model(op, (2, 5, 7, 9)), x_feed((2, 5, 7, 9)))

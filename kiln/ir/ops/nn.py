@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from kiln.errors import ModelError
+from kiln.ir.dtype import DType
 from kiln.ir.ops.registry import OpDef, Pattern, register
 from kiln.ir.types import TensorType
 
@@ -36,6 +37,7 @@ class PoolMode(str, Enum):
     MAX = "max"
     AVG = "avg"
     LP = "lp"          # (sum |x|^p)^(1/p) over the window
+    ARGMAX = "argmax"  # where the max is: a flat index into x (ONNX MaxPool's Indices)
 
     def __str__(self) -> str:
         return self.value
@@ -55,6 +57,7 @@ class PoolAttrs:
     ceil_mode: bool = False
     count_include_pad: bool = False
     p: int = 2
+    storage_order: int = 0     # argmax: 0 row-major flat indices, 1 column-major spatial dims
 
     def __post_init__(self) -> None:
         k = len(self.kernel)
@@ -98,7 +101,11 @@ def pool_output_size(at: PoolAttrs, sizes: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _infer_pool(at: PoolAttrs, x: TensorType) -> TensorType:
+def _infer_pool(at: PoolAttrs, x: TensorType, y: TensorType | None = None) -> TensorType:
+    """``argmax`` takes the max pool's output ``y`` as a second input (it finds where each
+    window holds its max); the other modes take ``x`` only."""
+    if (y is not None) != (at.mode is PoolMode.ARGMAX):
+        raise ModelError("argmax pooling takes (x, max pooled x); the other modes take x only")
     k = len(at.kernel)
     if x.rank != k + 2:
         raise ModelError(f"pool with a {k}-D kernel needs a rank-{k + 2} [N, C, ...] input, "
@@ -106,10 +113,25 @@ def _infer_pool(at: PoolAttrs, x: TensorType) -> TensorType:
     spatial = x.shape[2:]
     if not all(isinstance(d, int) for d in spatial):
         raise ModelError(f"pooling needs static spatial dims, got {x}")
-    if at.mode is not PoolMode.MAX and not x.dtype.is_float:
+    if at.mode not in (PoolMode.MAX, PoolMode.ARGMAX) and not x.dtype.is_float:
         raise ModelError(f"{at.mode} pooling needs a floating-point input, got {x.dtype}")
     out = pool_output_size(at, tuple(int(d) for d in spatial))
+    if at.mode is PoolMode.ARGMAX:
+        if not x.is_static or y.shape != (*x.shape[:2], *out):
+            raise ModelError(f"argmax pooling needs a static x and its max pool, got {x}, {y}")
+        return TensorType((*x.shape[:2], *out), DType.int64)
     return TensorType((*x.shape[:2], *out), x.dtype)
+
+
+def flat_index(at: PoolAttrs, shape: tuple[int, ...], b: Any, c: Any, pos: list[Any]) -> Any:
+    """The flat index of ``x[b, c, *pos]``: row-major, or with the spatial dims column-major
+    (``storage_order=1``). NumPy arrays or TE expressions alike."""
+    spatial = shape[2:]
+    order = range(len(spatial)) if not at.storage_order else reversed(range(len(spatial)))
+    flat = b * shape[1] + c
+    for i in order:
+        flat = flat * spatial[i] + pos[i]
+    return flat
 
 
 def pool_window_count(at: PoolAttrs, axis: int, o: Any, size: int, include_pad: bool,
@@ -129,7 +151,7 @@ def pool_window_count(at: PoolAttrs, axis: int, o: Any, size: int, include_pad: 
     return maximum(r_max - r_min + 1, 0)
 
 
-def _pool_ref(at: PoolAttrs, x: np.ndarray) -> np.ndarray:
+def _pool_ref(at: PoolAttrs, x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
     k = len(at.kernel)
     spatial = x.shape[2:]
     out = pool_output_size(at, spatial)
@@ -152,6 +174,14 @@ def _pool_ref(at: PoolAttrs, x: np.ndarray) -> np.ndarray:
 
     win_axes = tuple(range(2 + k, 2 + 2 * k))
     valid = windows(inside)
+    if at.mode is PoolMode.ARGMAX:      # the first max in window order, as a flat index
+        vals = np.where(valid, windows(np.pad(xf, widths)), -np.inf)
+        first = vals.reshape(*vals.shape[:2 + k], -1).argmax(-1)
+        r = np.unravel_index(first, at.kernel)
+        grid = np.indices(first.shape, sparse=True)
+        pos = [grid[2 + i] * at.strides[i] + r[i] * at.dilations[i] - at.pads[i]
+               for i in range(k)]
+        return flat_index(at, x.shape, grid[0], grid[1], pos).astype(np.int64)
     if at.mode is PoolMode.MAX:
         vals = windows(np.pad(xf, widths))
         return np.where(valid, vals, -np.inf).max(axis=win_axes).astype(x.dtype)
@@ -167,7 +197,8 @@ def _pool_ref(at: PoolAttrs, x: np.ndarray) -> np.ndarray:
     return (total / count).astype(x.dtype)
 
 
-register(OpDef("pool", PoolAttrs, Pattern.REDUCTION, _infer_pool, _pool_ref))
+register(OpDef("pool", PoolAttrs, Pattern.REDUCTION, _infer_pool, _pool_ref,
+               num_inputs=(1, 2)))
 
 
 # -- padding ------------------------------------------------------------------------------------
@@ -447,6 +478,7 @@ register(OpDef("resize", ResizeAttrs, Pattern.INJECTIVE, _infer_resize, _resize_
 
 
 __all__ = ["COORDINATE_MODES", "NEAREST_MODES", "NUMPY_MATH", "PadAttrs", "PadMode", "PoolAttrs",
-           "PoolMode", "ResizeAttrs", "ResizeMath", "ResizeMode", "pad_bounds", "pad_source",
+           "PoolMode", "ResizeAttrs", "ResizeMath", "ResizeMode", "flat_index", "pad_bounds",
+           "pad_source",
            "pool_output_size", "pool_window_count", "resize_taps", "resized_axes",
            "source_coordinate"]

@@ -20,6 +20,7 @@ from kiln.ir.ops.nn import (
     PadMode,
     PoolMode,
     ResizeMath,
+    flat_index,
     pad_bounds,
     pad_source,
     pool_window_count,
@@ -87,13 +88,15 @@ def _pool_input(name: str, x: te.Tensor, at: Any, out_spatial: tuple[int, ...],
 
 
 @compute("pool")
-def pool(n: NodeInfo, x: te.Tensor) -> te.Tensor:
+def pool(n: NodeInfo, x: te.Tensor, y: te.Tensor | None = None) -> te.Tensor:
     at = n.attrs
     k = len(at.kernel)
     spatial = shape_of(x)[2:]
     out_spatial = n.shape[2:]
     dt = n.dtype
     rs = [te.reduce_axis((0, kk), name=f"r{i}") for i, kk in enumerate(at.kernel)]
+    if at.mode is PoolMode.ARGMAX:
+        return _argmax_pool(n, x, y, rs)
     init = _lowest(dt) if at.mode is PoolMode.MAX else const(0, dt)
     _, read = _pool_input(n.name, x, at, out_spatial, init)
 
@@ -125,6 +128,24 @@ def pool(n: NodeInfo, x: te.Tensor) -> te.Tensor:
         return acc(b, c, *o) / count.astype(dt)
 
     return te.compute(n.shape, average, name=n.name)
+
+
+def _argmax_pool(n: NodeInfo, x: te.Tensor, y: te.Tensor, rs: list) -> te.Tensor:
+    """The smallest window position (in window order: the first) whose element equals the
+    window's max ``y``, as a flat index into ``x``: a min-reduction over the window."""
+    at = n.attrs
+    k = len(at.kernel)
+    shape = shape_of(x)
+    _, read = _pool_input(n.name, x, at, n.shape[2:], _lowest(str(x.dtype)))
+    big = tirx.max_value("int64")
+
+    def f(b: Any, c: Any, *o: Any) -> Any:
+        pos = [(o[i] * at.strides[i] + rs[i] * at.dilations[i] - at.pads[i]).astype("int64")
+               for i in range(k)]
+        flat = flat_index(at, shape, b.astype("int64"), c.astype("int64"), pos)
+        return te.min(tirx.Select(read(b, c, o, rs) == y(b, c, *o), flat, big), axis=rs)
+
+    return te.compute(n.shape, f, name=n.name)
 
 
 @compute("pad")

@@ -78,8 +78,9 @@ def schedule_pool(sch: s_tir.Schedule, pool: str, lanes: int) -> None:
     if window:
         sch.decompose_reduction(block, window[0])
     for part in pads:
-        j = sch.get_loops(part)[-1]
-        if extent(sch, j) >= lanes:
+        own = sch.get_loops(part)[1:]          # below the task's (fused) row loop
+        if own and extent(sch, own[-1]) >= lanes:
+            j = own[-1]
             _, ji = sch.split(j, [None, lanes])
             sch.vectorize(ji)
 
@@ -92,7 +93,8 @@ def _pad_in_task(sch: s_tir.Schedule, pad: str, rows: list) -> list:
     before the row loops are fused, while the rows' indices are still affine."""
     p = sch.get_sblock(pad)
     sch.compute_at(p, rows[-1])
-    first = sch.get_loops(p)[len(rows)]
-    if sch.can_decompose_padding(p, first):
+    loops = sch.get_loops(p)
+    if len(loops) > len(rows) and sch.can_decompose_padding(p, loops[len(rows)]):
+        first = loops[len(rows)]
         return [sch.decompose_padding(p, first), p]
     return [p]

@@ -126,3 +126,17 @@ def test_builder_pool_pad_and_conv_transpose() -> None:
     g.output(ops.conv_transpose2d(y, w, stride=2, padding=1))
     got = assert_matches_reference(g, rtol=1e-4, atol=1e-4)
     assert got[0].shape == (1, 2, 9, 9)
+
+
+@pytest.mark.parametrize("storage_order", [0, 1])
+def test_argmax_pool_gives_flat_indices(storage_order) -> None:
+    g = kiln.Graph("argmax")
+    x = g.input("x", (2, 3, 7, 9))
+    attrs = dict(kernel=(3, 2), strides=(2, 2), pads=(1, 0, 1, 1))
+    (y,) = g.add("pool", [x], mode="max", **attrs)
+    (i,) = g.add("pool", [x, y], mode="argmax", storage_order=storage_order, **attrs)
+    g.output(y, i)
+    feeds = {"x": np.random.default_rng(3).standard_normal((2, 3, 7, 9)).astype(np.float32)}
+    _, idx = assert_matches_reference(g, feeds, rtol=0, atol=0)
+    xs = feeds["x"] if not storage_order else feeds["x"].transpose(0, 1, 3, 2)
+    np.testing.assert_array_equal(xs.reshape(-1)[idx], assert_matches_reference(g, feeds)[0])

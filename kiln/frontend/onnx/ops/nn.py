@@ -213,12 +213,16 @@ def _pool(mode: str) -> Converter:
         strides = _ints_attr(ctx, "strides", k)
         dilations = _ints_attr(ctx, "dilations", k)
         pads = _explicit_pads(ctx, _static_spatial(x, node.op_type), kernel, strides, dilations)
-        if ctx.attr("storage_order", 0) and len(node.output) > 1 and node.output[1]:
-            raise ModelError("MaxPool storage_order=1 (column-major Indices) is not supported")
-        return [ctx.emit("pool", [x], mode=mode, kernel=kernel, strides=strides, pads=pads,
-                         dilations=dilations, ceil_mode=bool(ctx.attr("ceil_mode", 0)),
-                         count_include_pad=bool(ctx.attr("count_include_pad", 0)),
-                         p=int(ctx.attr("p", 2)))]
+        common = dict(kernel=kernel, strides=strides, pads=pads, dilations=dilations,
+                      ceil_mode=bool(ctx.attr("ceil_mode", 0)))
+        y = ctx.emit("pool", [x], mode=mode, **common,
+                     count_include_pad=bool(ctx.attr("count_include_pad", 0)),
+                     p=int(ctx.attr("p", 2)))
+        if mode != "max" or len(node.output) < 2 or not node.output[1]:
+            return [y]
+        # MaxPool's Indices: where each window's max is, a second pass given the max
+        return [y, ctx.emit("pool", [x, y], mode="argmax", **common,
+                            storage_order=int(ctx.attr("storage_order", 0)))]
     return convert
 
 
