@@ -248,9 +248,14 @@ def test_resize_runtime_scales_is_an_error() -> None:
         import_onnx(model)
 
 
-def test_upsample_opset9() -> None:
-    model = node_model("Upsample", (1, 2, 3, 4), [init("s", np.array([1, 1, 2, 3], np.float32))],
-                       opset=9, mode="nearest")
+@pytest.mark.parametrize("opset", [7, 9])
+def test_upsample(opset) -> None:
+    scales = [1.0, 1.0, 2.0, 3.0]
+    if opset < 9:       # the scales attribute of opset 7
+        model = node_model("Upsample", (1, 2, 3, 4), opset=opset, mode="nearest", scales=scales)
+    else:
+        model = node_model("Upsample", (1, 2, 3, 4), [init("s", np.array(scales, np.float32))],
+                           opset=opset, mode="nearest")
     x = x_feed((1, 2, 3, 4))
     want = x["x"].repeat(2, axis=2).repeat(3, axis=3)
     np.testing.assert_array_equal(kiln.compile(import_onnx(model))(**x)[0], want)
