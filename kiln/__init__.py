@@ -11,13 +11,21 @@
 
 from kiln.codegen.library import Library, load, num_threads, set_num_threads
 from kiln.compiler import compile, compile_stages, to_graph
-from kiln.errors import InputError, InternalError, KilnError, KnobError, ModelError
+from kiln.errors import (
+    ConstantInputError,
+    InputError,
+    InternalError,
+    KilnError,
+    KnobError,
+    ModelError,
+)
 from kiln.frontend import builder as ops
 from kiln.frontend import nn
 from kiln.ir import DType, Graph, TensorType, Value, run_reference
 
 __version__ = "0.1.0"
 
-__all__ = ["DType", "Graph", "InputError", "InternalError", "KilnError", "KnobError", "Library",
-           "ModelError", "TensorType", "Value", "compile", "compile_stages", "load", "nn",
-           "num_threads", "ops", "run_reference", "set_num_threads", "to_graph"]
+__all__ = ["ConstantInputError", "DType", "Graph", "InputError", "InternalError", "KilnError",
+           "KnobError", "Library", "ModelError", "TensorType", "Value", "compile",
+           "compile_stages", "load", "nn", "num_threads", "ops", "run_reference",
+           "set_num_threads", "to_graph"]

@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from kiln.codegen.library import Library
 from kiln.codegen.pipeline import Compilation, build, lower_graph
 from kiln.errors import KilnError
@@ -13,11 +15,18 @@ from kiln.ir.graph import Graph
 from kiln.ir.specialize import specialize
 from kiln.target import Target
 
+Shapes = Mapping[str, Sequence[int | str]]
 
-def to_graph(model: object, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Graph:
+
+def to_graph(model: object, input_shapes: Shapes | None = None,
+             constants: Mapping[str, np.ndarray] | None = None) -> Graph:
     """A kiln ``Graph`` from a Graph, an ONNX path or an ``onnx.ModelProto``, with
-    ``input_shapes`` fixing the dims the model leaves symbolic."""
+    ``input_shapes`` fixing the dims the model leaves symbolic and ``constants`` binding
+    ONNX graph inputs to values."""
     if isinstance(model, Graph):
+        if constants:
+            raise KilnError("constants= binds inputs of ONNX models; a kiln.Graph takes "
+                            "constants as g.constant(...)")
         return specialize(model, input_shapes) if input_shapes else model
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
@@ -31,21 +40,26 @@ def to_graph(model: object, input_shapes: Mapping[str, Sequence[int]] | None = N
                         "an ONNX file path or an onnx.ModelProto")
     from kiln.frontend.onnx import import_onnx  # imports onnx only when a model needs it
     # shapes go in before conversion, so shape computations in the model fold to constants
-    return import_onnx(model, input_shapes)
+    return import_onnx(model, input_shapes, constants)
 
 
 def compile_stages(model: object, target: str | Target = "x86",
-                   input_shapes: Mapping[str, Sequence[int]] | None = None) -> Compilation:
+                   input_shapes: Shapes | None = None,
+                   constants: Mapping[str, np.ndarray] | None = None) -> Compilation:
     """Every stage of compiling ``model``, before code generation (for ``kiln inspect``)."""
-    return lower_graph(to_graph(model, input_shapes), target)
+    return lower_graph(to_graph(model, input_shapes, constants), target)
 
 
 def compile(model: object, target: str | Target = "x86",  # noqa: A001
-            input_shapes: Mapping[str, Sequence[int]] | None = None) -> Library:
+            input_shapes: Shapes | None = None,
+            constants: Mapping[str, np.ndarray] | None = None) -> Library:
     """Compile ``model`` for ``target`` ("x86", "x86-avx2", "x86-avx512").
 
     ``model`` is a ``kiln.Graph``, a path to an ONNX file or an ``onnx.ModelProto``;
-    ``input_shapes`` maps input names to shapes and fixes dims the model leaves symbolic.
+    ``input_shapes`` maps input names to shapes: an int fixes a dim, a str names a symbolic
+    one (``{"input_ids": (1, "seq")}``). ``constants`` binds ONNX graph inputs to values
+    (inputs kiln needs while compiling, such as a Resize's scales fed as an input); they
+    are no longer inputs of the library.
     """
-    c = build(compile_stages(model, target, input_shapes))
+    c = build(compile_stages(model, target, input_shapes, constants))
     return Library(c.executable, compilation=c)

@@ -16,6 +16,15 @@ class ModelError(KilnError):
     """The model is malformed or uses an op, attribute or shape kiln does not support."""
 
 
+class ConstantInputError(ModelError):
+    """A graph input is used where kiln needs its value while compiling (a Reshape's shape,
+    Resize's scales); ``kiln.compile(..., constants={name: array})`` binds it."""
+
+    def __init__(self, message: str, input_name: str) -> None:
+        super().__init__(message)
+        self.input_name = input_name
+
+
 class InputError(KilnError):
     """Inputs given to a compiled library do not match its signature."""
 

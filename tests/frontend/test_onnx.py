@@ -413,7 +413,7 @@ def test_constant_of_shape_and_expand() -> None:
     model = make_model(nodes, [tensor("x", (5, 1))], ["y"],
                        [init("shp", np.array([3, 5, 7], np.int64)), init("row", randn(7))])
     g = check(model, {"x": randn(5, 1)})
-    assert [n.op.name for n in g.nodes] == ["where", "add", "add"]
+    assert [n.op.name for n in g.nodes] == ["broadcast_to", "add", "add"]
 
 
 # -- naming, warnings, errors ---------------------------------------------------------------------
@@ -703,3 +703,19 @@ def test_conv(attrs: dict) -> None:
     got = kiln.compile(g)(x=randn(1, 6, 11, 9))[0]
     np.testing.assert_allclose(got, run_ort(model, {"x": randn(1, 6, 11, 9)})[0],
                                rtol=1e-4, atol=1e-4)
+
+
+def test_graph_inputs_kiln_needs_while_compiling_are_bound_with_constants() -> None:
+    """A Reshape whose shape is a graph input: the error names the input; binding it with
+    ``constants=`` compiles a library without that input."""
+    model = make_model([helper.make_node("Reshape", ["x", "shape"], ["y"])],
+                       [tensor("x", (3, 4)), tensor("shape", (2,), I64)], ["y"])
+    with pytest.raises(kiln.ConstantInputError, match="'shape'") as info:
+        kiln.compile(model)
+    assert info.value.input_name == "shape"
+    lib = kiln.compile(model, constants={"shape": np.array([4, 3], np.int64)})
+    assert [s.name for s in lib.inputs] == ["x"]
+    x = randn(3, 4)
+    np.testing.assert_array_equal(lib(x)[0], x.reshape(4, 3))
+    with pytest.raises(kiln.ModelError, match="dtype int32"):
+        kiln.compile(model, constants={"shape": np.array([4, 3], np.int32)})

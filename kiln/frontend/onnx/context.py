@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from kiln.errors import ModelError
+from kiln.errors import ConstantInputError, ModelError
 from kiln.frontend.onnx import symbolic
 from kiln.ir.dtype import DType
 from kiln.ir.graph import Graph, Value
@@ -105,6 +105,10 @@ class Context:
         if v is None:
             return None
         if v.data is None:
+            if any(v is x for x in self.graph.inputs):
+                raise ConstantInputError(
+                    f"input {i} is the graph input {v.name!r}, whose value kiln needs while "
+                    f"compiling: bind it with constants={{{v.name!r}: ...}}", v.name)
             raise ModelError(f"input {i} (%{v.name}) must be a constant (an initializer, a "
                              "Constant node or a value folded from them): kiln needs it while "
                              "importing, but here it is computed at run time")

@@ -12,11 +12,12 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 from onnx import TensorProto, numpy_helper
 
-from kiln.errors import ModelError, first_line
+from kiln.errors import ConstantInputError, ModelError, first_line
 from kiln.frontend.onnx.context import (
     CONVERTERS,
     DEFAULT_DOMAINS,
@@ -170,17 +171,28 @@ def _check_declared(vi: onnx.ValueInfoProto, v: Value) -> None:
 
 
 def _declare(ctx: Context, onnx_graph: onnx.GraphProto,
-             input_shapes: Mapping[str, Sequence[int]]) -> None:
-    """Graph inputs (those that are not initializers) and initializers, as kiln values."""
-    g, fixed = ctx.graph, dict(input_shapes)
+             input_shapes: Mapping[str, Sequence[int]],
+             constants: Mapping[str, np.ndarray]) -> None:
+    """Graph inputs (those that are not initializers), inputs bound to ``constants``, and
+    initializers, as kiln values."""
+    g, fixed, bound = ctx.graph, dict(input_shapes), dict(constants)
     initializers = {t.name: t for t in onnx_graph.initializer}
     for vi in onnx_graph.input:
         if vi.name in initializers:
             continue
+        if vi.name in bound:
+            data = np.asarray(bound.pop(vi.name))
+            t = _input_type(vi, data.shape)
+            if data.dtype != t.dtype.np:
+                raise ModelError(f"constants[{vi.name!r}] has dtype {data.dtype}; the input "
+                                 f"is {t.dtype}")
+            ctx.values[vi.name] = g.constant(data, name=vi.name, dtype=t.dtype)
+            continue
         t = _input_type(vi, fixed.pop(vi.name, None))
         ctx.values[vi.name] = g.input(vi.name, t.shape, t.dtype)
-    if fixed:
-        raise ModelError(f"input_shapes names unknown input(s) {sorted(fixed)}")
+    if fixed or bound:
+        raise ModelError(f"input_shapes/constants name unknown input(s) "
+                         f"{sorted({*fixed, *bound})}")
     for name, t in initializers.items():
         try:
             dtype = onnx_dtype(t.data_type, f"initializer {name!r}")
@@ -252,13 +264,16 @@ def _rename(ctx: Context, v: Value, name: str) -> None:
 
 
 def import_onnx(model: str | os.PathLike | onnx.ModelProto,
-                input_shapes: Mapping[str, Sequence[int]] | None = None) -> Graph:
+                input_shapes: Mapping[str, Sequence[Dim]] | None = None,
+                constants: Mapping[str, np.ndarray] | None = None) -> Graph:
     """Import an ONNX model (a file path or a ``ModelProto``) as a kiln ``Graph``.
 
     Graph inputs keep their ONNX names and symbolic dims (``dim_param``); ``input_shapes``
-    fixes input shapes before conversion, which models that compute on their own shapes
-    (``Shape`` of a symbolic dim) need. Raises ``ModelError`` for invalid models, for every
-    unsupported op at once, and for attribute values kiln cannot express.
+    fixes input shapes before conversion (an int fixes a dim, a str names a symbolic one);
+    ``constants`` binds graph inputs to values, for inputs kiln needs while compiling (a
+    Resize's scales fed as an input). Raises ``ModelError`` for invalid models, for every
+    unsupported op at once, and for attribute values kiln cannot express;
+    ``ConstantInputError`` names a graph input that must be bound with ``constants``.
     """
     proto = _load(model)
     _unsupported(proto)   # before onnx's checker, which stops at the first op it does not know
@@ -267,14 +282,16 @@ def import_onnx(model: str | os.PathLike | onnx.ModelProto,
     onnx_graph = proto.graph
 
     ctx = Context(Graph(onnx_graph.name or "main"), opset)
-    _declare(ctx, onnx_graph, input_shapes or {})
+    _declare(ctx, onnx_graph, input_shapes or {}, constants or {})
     used = _used_names(onnx_graph)
     for i, node in enumerate(onnx_graph.node):
         try:
             _convert(ctx, node, used)
         except ModelError as e:
-            raise ModelError(f"ONNX node {_label(node, i)} ({node.op_type}, opset {opset}): "
-                             f"{e}") from None
+            where = f"ONNX node {_label(node, i)} ({node.op_type}, opset {opset}): {e}"
+            if isinstance(e, ConstantInputError):
+                raise ConstantInputError(where, e.input_name) from None
+            raise ModelError(where) from None
     for vi in onnx_graph.output:
         v = ctx.value(vi.name)
         ctx.graph.output(v)
