@@ -1,7 +1,7 @@
-"""Index-driven ops: gather variants and scatters, tile, one_hot, trilu, cumulative sums and
-products, top_k.
+"""Index-driven ops: range, gather variants and scatters, tile, one_hot, trilu, cumulative
+sums and products, top_k.
 
-Gathers, tile, one_hot and trilu are injective (each output element reads one input element)
+Range, gathers, tile, one_hot and trilu are injective (each output element reads one input element)
 and fuse like reshapes. Scatters, cumulative ops and top_k carry a dependence from one element
 to the next (a later update overwrites an earlier one; a running sum), so they are opaque:
 one kernel each, with its loop nest written out in the TE compute.

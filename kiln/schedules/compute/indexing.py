@@ -1,4 +1,4 @@
-"""TE compute of index-driven ops: gather_elements / gather_nd, tile, one_hot, trilu (one
+"""TE compute of index-driven ops: range, gather_elements / gather_nd, tile, one_hot, trilu (one
 ``te.compute`` each, scheduled by the injective template), and scatter_nd / scatter_elements,
 cumsum / cumprod and top_k.
 
