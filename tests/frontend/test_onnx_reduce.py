@@ -10,7 +10,7 @@ from onnx import TensorProto, helper
 from test_onnx import F32, I64, init, make_model, randn, run_ort, tensor
 
 import kiln
-from kiln.errors import ModelError
+from kiln.errors import ConstantInputError
 from kiln.frontend.onnx import import_onnx
 from kiln.testing import assert_outputs_close
 
@@ -98,12 +98,17 @@ def test_reduce_log_sum_exp_is_stable() -> None:
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
-def test_runtime_axes_are_a_model_error() -> None:
-    node = helper.make_node("ReduceSum", ["x", "axes"], ["y"])
+def test_runtime_axes_name_the_input_and_bind_as_constants() -> None:
+    node = helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=0)
     model = make_model([node], [tensor("x", (3, 5)), tensor("axes", (1,), I64)],
-                       [tensor("y", ("a", "b"))], opset=13)
-    with pytest.raises(ModelError, match="must be a constant"):
+                       [tensor("y", ("a",))], opset=13)
+    with pytest.raises(ConstantInputError, match="constants=") as e:
         import_onnx(model)
+    assert e.value.input_name == "axes"
+    axes = np.array([1], np.int64)
+    x = randn(3, 5)
+    got = kiln.compile(model, constants={"axes": axes})(x=x)
+    assert_outputs_close(got, run_ort(model, {"x": x, "axes": axes}), 1e-6, 1e-6)
 
 
 @pytest.mark.parametrize("op, axis, keepdims, last", [("ArgMax", 1, 1, 0), ("ArgMin", -1, 0, 1),
