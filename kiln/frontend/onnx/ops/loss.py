@@ -21,9 +21,14 @@ import onnx
 from kiln.errors import ModelError
 from kiln.frontend.onnx.context import Context, onnx_op, reshape
 from kiln.ir.graph import Value
-from kiln.ir.types import format_shape
+from kiln.ir.types import Dim, format_shape
 
 _REDUCTIONS = ("none", "sum", "mean")
+
+
+def _same_dim(a: Dim, b: Dim) -> bool:
+    """False only when both dims are known and differ."""
+    return a == b or not (isinstance(a, int) and isinstance(b, int))
 
 
 def _check(ctx: Context, x: Value, target: Value, weight: Value | None) -> str:
@@ -40,7 +45,8 @@ def _check(ctx: Context, x: Value, target: Value, weight: Value | None) -> str:
     if target.type.rank != len(want) or not target.dtype.is_int:
         raise ModelError(f"the target must be integers of shape {format_shape(want)} (the "
                          f"input's without C), got {target.type}")
-    if weight is not None and (weight.type.rank != 1 or weight.dtype is not x.dtype):
+    if weight is not None and (weight.type.rank != 1 or weight.dtype is not x.dtype
+                               or not _same_dim(weight.shape[0], x.shape[1])):
         raise ModelError(f"the weight must be a [C] tensor of {x.dtype}, got {weight.type}")
     return reduction
 
