@@ -245,36 +245,32 @@ for _kind in ("HannWindow", "HammingWindow", "BlackmanWindow"):
 
 @onnx_op("MelWeightMatrix")
 def _mel_weight_matrix(node: onnx.NodeProto, ctx: Context) -> list[Value]:
-    """A constant ``[dft_length // 2 + 1, num_mel_bins]`` of triangular filters, as ONNX's
-    reference builds it (mel = 2595 log10(1 + hz / 700))."""
-    bins = _int_scalar(ctx, 0, "num_mel_bins")
-    dft_length = _int_scalar(ctx, 1, "dft_length")
-    rate = _int_scalar(ctx, 2, "sample_rate")
+    """A constant ``[dft_length // 2 + 1, num_mel_bins]`` of triangular filters, computed as
+    ONNX's reference does (the edge frequencies keep their dtype, so bin edges round alike)."""
+    bins = _int_scalar(ctx, 0, "MelWeightMatrix num_mel_bins")
+    dft_length = _int_scalar(ctx, 1, "MelWeightMatrix dft_length")
+    rate = _int_scalar(ctx, 2, "MelWeightMatrix sample_rate")
     lo_hz, hi_hz = ctx.const_input(3), ctx.const_input(4)
-    if None in (bins, dft_length, rate) or lo_hz is None or hi_hz is None:
+    if bins is None or dft_length is None or rate is None or lo_hz is None or hi_hz is None:
         raise ModelError("MelWeightMatrix needs all five inputs")
     dtype = onnx_dtype(ctx.attr("output_datatype", onnx.TensorProto.FLOAT),
                        "MelWeightMatrix output_datatype")
-    lo_hz, hi_hz = float(np.asarray(lo_hz).reshape(-1)[0]), float(np.asarray(hi_hz).reshape(-1)[0])
+    lo_hz, hi_hz = np.asarray(lo_hz).reshape(()), np.asarray(hi_hz).reshape(())
     n_spec = dft_length // 2 + 1
-    lo_mel = 2595 * np.log10(1 + lo_hz / 700)
-    hi_mel = 2595 * np.log10(1 + hi_hz / 700)
+    lo_mel = 2595 * np.log1p(lo_hz / 700) / np.log(10)
+    hi_mel = 2595 * np.log1p(hi_hz / 700) / np.log(10)
     mel_step = (hi_mel - lo_mel) / (bins + 2)
-    points = np.empty(bins + 2, dtype=np.int64)
-    for i in range(bins + 2):
-        hz = 700 * (10 ** ((i * mel_step + lo_mel) / 2595) - 1)
-        points[i] = int(np.floor(((dft_length + 1) * hz) / rate))
+    hz = 700 * np.expm1((np.arange(bins + 2) * mel_step + lo_mel) / 2595 * np.log(10))
+    points = (((dft_length + 1) * hz) // rate).astype(np.int64)
     out = np.zeros((n_spec, bins))
     for i in range(bins):
-        lo, center, hi = points[i], points[i + 1], points[i + 2]
-        low_len = max(center - lo, 1)
-        up_len = max(hi - center, 1)
-        for j in range(lo, center + 1):
-            if 0 <= j < n_spec:
-                out[j, i] = (j - lo) / low_len
-        for j in range(center, hi):
-            if 0 <= j < n_spec:
-                out[j, i] = (hi - j) / up_len
+        lo, center, hi = (int(v) for v in points[i:i + 3])
+        if center == lo:
+            out[center, i] = 1
+        else:
+            out[lo:center + 1, i] = (np.arange(lo, center + 1) - lo) / (center - lo)
+        if hi > center:
+            out[center:hi, i] = (hi - np.arange(center, hi)) / (hi - center)
     return [ctx.constant(out.astype(dtype.np), dtype=dtype)]
 
 
