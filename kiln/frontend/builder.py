@@ -12,11 +12,13 @@ constants of that graph (scalars take the dtype of the tensor operand).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
 from kiln.errors import ModelError
 from kiln.ir.graph import Graph, Value
+from kiln.ir.types import Dim, format_shape
 
 Operand = Value | np.ndarray | float | int | bool
 
@@ -341,3 +343,110 @@ def rms_norm(x: Value, gamma: Operand, axis: int = -1, epsilon: float = 1e-6) ->
     """``x / sqrt(mean(x^2) + epsilon) * gamma`` over axes ``[axis, rank)`` (T5's and LLaMA's
     norm: no mean subtracted, no bias); gamma has shape ``x.shape[axis:]``."""
     return _apply("rms_norm", x, gamma, axis=axis, epsilon=epsilon)
+
+
+# -- losses -------------------------------------------------------------------------------------
+# Written once, for this API and for ONNX's NegativeLogLikelihoodLoss / SoftmaxCrossEntropyLoss
+# (kiln/frontend/onnx/ops/loss.py), against anything that emits ops: a graph here, the ONNX
+# importer's context there (which also folds constant operands at import).
+class Emitter(Protocol):
+    def emit(self, op: str, inputs: Sequence[Value], **attrs: object) -> Value: ...
+
+    def scalar(self, value: float | int | bool, like: Value) -> Value: ...
+
+
+class _GraphEmitter:
+    def __init__(self, g: Graph) -> None:
+        self.g = g
+
+    def emit(self, op: str, inputs: Sequence[Value], **attrs: object) -> Value:
+        return self.g.add(op, inputs, **attrs)[0]
+
+    def scalar(self, value: float | int | bool, like: Value) -> Value:
+        return self.g.constant(np.array(value, dtype=like.dtype.np))
+
+
+LOSS_REDUCTIONS = ("none", "sum", "mean")
+
+
+def check_loss(x: Value, target: Value, weight: Value | None, reduction: str) -> None:
+    """Check a loss's operands and reduction against ONNX's spec (ModelError if not)."""
+    if reduction not in LOSS_REDUCTIONS:
+        raise ModelError(f"reduction={reduction!r} is not one of {', '.join(LOSS_REDUCTIONS)}")
+    if not x.dtype.is_float:
+        raise ModelError(f"the input must be a float tensor, got {x.dtype}")
+    if x.type.rank < 2:
+        raise ModelError(f"the input must be [N, C] or [N, C, d1, ...], got "
+                         f"{format_shape(x.shape)}")
+    want = (x.shape[0], *x.shape[2:])
+    if target.type.rank != len(want) or not target.dtype.is_int:
+        raise ModelError(f"the target must be integers of shape {format_shape(want)} (the "
+                         f"input's without C), got {target.type}")
+
+    def same(a: Dim, b: Dim) -> bool:     # False only when both are known and differ
+        return a == b or not (isinstance(a, int) and isinstance(b, int))
+
+    if weight is not None and (weight.type.rank != 1 or weight.dtype is not x.dtype
+                               or not same(weight.shape[0], x.shape[1])):
+        raise ModelError(f"the weight must be a [C] tensor of {x.dtype}, got {weight.type}")
+
+
+def lower_nll_loss(b: Emitter, log_prob: Value, target: Value, weight: Value | None,
+                   reduction: str, ignore_index: int | None) -> Value:
+    """ONNX's NegativeLogLikelihoodLoss in kiln ops, as onnx's reference computes it::
+
+        picked = gather_elements(log_prob, target[:, None], axis=1)    # [N, d1, ...]
+        loss   = where(target == ignore_index, 0, -picked) * weight[target]
+        result = loss | sum(loss) | sum(loss) / sum(weight[target], 0 where ignored)
+
+    An ignored target reads class 0 instead (it may lie outside ``[0, C)``) and its loss is
+    zeroed before the weight multiplies it, so a ``-inf`` log probability there gives no NaN;
+    a mean over only ignored targets is 0 / 0 (NaN), as in the reference."""
+    check_loss(log_prob, target, weight, reduction)
+    ignored, safe = None, target
+    if ignore_index is not None:
+        ignored = b.emit("equal", [target, b.scalar(ignore_index, target)])
+        safe = b.emit("where", [ignored, b.scalar(0, target), target])
+    shape = target.shape
+    index = b.emit("reshape", [safe], shape=(shape[0], 1, *shape[1:]))
+    picked = b.emit("reshape", [b.emit("gather_elements", [log_prob, index], axis=1)],
+                    shape=shape)
+    loss = b.emit("neg", [picked])
+    zero = b.scalar(0, log_prob)
+    if ignored is not None:
+        loss = b.emit("where", [ignored, zero, loss])
+    counted = None          # each element's share of the mean's denominator, when not 1
+    if weight is not None:
+        counted = b.emit("gather", [weight, safe], axis=0)
+        if ignored is not None:
+            counted = b.emit("where", [ignored, zero, counted])
+        loss = b.emit("mul", [loss, counted])
+    elif ignored is not None:
+        counted = b.emit("where", [ignored, zero, b.scalar(1, log_prob)])
+    if reduction == "none":
+        return loss
+    total = b.emit("reduce_sum", [loss], axes=None, keepdims=False)
+    if reduction == "sum":
+        return total
+    if counted is None:
+        return b.emit("reduce_mean", [loss], axes=None, keepdims=False)
+    return b.emit("div", [total, b.emit("reduce_sum", [counted], axes=None, keepdims=False)])
+
+
+def nll_loss(log_prob: Value, target: Operand, weight: Operand | None = None,
+             reduction: str = "mean", ignore_index: int | None = None) -> Value:
+    """Negative log likelihood of ``log_prob`` [N, C, d1, ...] at integer ``target``
+    [N, d1, ...]: per element (``reduction="none"``), summed, or the mean weighted by
+    ``weight`` [C]; targets equal to ``ignore_index`` count for nothing (PyTorch's
+    ``nll_loss``, ONNX's NegativeLogLikelihoodLoss)."""
+    g = log_prob.graph
+    w = None if weight is None else _lift(g, weight, log_prob)
+    return lower_nll_loss(_GraphEmitter(g), log_prob, _lift(g, target), w, reduction,
+                          ignore_index)
+
+
+def cross_entropy(scores: Value, target: Operand, weight: Operand | None = None,
+                  reduction: str = "mean", ignore_index: int | None = None) -> Value:
+    """``nll_loss(log_softmax(scores, axis=1), ...)``: softmax cross entropy of unnormalised
+    ``scores`` [N, C, d1, ...] (PyTorch's ``cross_entropy``, ONNX's SoftmaxCrossEntropyLoss)."""
+    return nll_loss(log_softmax(scores, axis=1), target, weight, reduction, ignore_index)

@@ -148,3 +148,28 @@ def test_malformed_nodes_are_model_errors(inputs, attrs, message) -> None:
     model = make_model([node], [tensor(n, s, *e) for n, s, *e in inputs], ["y"], opset=13)
     with pytest.raises(ModelError, match=message.replace("[", r"\[").replace("(", r"\(")):
         import_onnx(model)
+
+
+def test_python_api_losses_match_onnx_reference() -> None:
+    """``kiln.ops.nll_loss`` / ``cross_entropy`` share the ONNX lowering; checked against
+    onnx's reference functions, with a NumPy weight and a negative ignore_index."""
+    from onnx.reference.ops.op_negative_log_likelihood_loss import (
+        _compute_negative_log_likelihood_loss as nll_ref,
+    )
+    from onnx.reference.ops.op_softmax_cross_entropy_loss import softmaxcrossentropy as sce_ref
+
+    data = feeds((5, 3, 7), ignore=-2)
+    w = data.pop("w")
+    g = kiln.Graph("losses")
+    x = g.input("x", (5, 3, 7), "float32")
+    t = g.input("t", (5, 7), "int64")
+    g.output(kiln.ops.nll_loss(x, t, reduction="sum"))
+    g.output(kiln.ops.cross_entropy(x, t, w, reduction="mean", ignore_index=-2))
+    g.output(kiln.ops.cross_entropy(x, t, reduction="none", ignore_index=-2))
+    # -2 is a valid target without ignore_index: class 1 of 3, as NumPy indexes
+    want = [nll_ref(data["x"], data["t"], reduction="sum")[0],
+            sce_ref(data["x"], data["t"], w, reduction="mean", ignore_index=-2)[0],
+            sce_ref(data["x"], data["t"], reduction="none", ignore_index=-2)[0]]
+    assert_outputs_close(kiln.compile(g)(**data), want, 1e-5, 1e-6)
+    with pytest.raises(ModelError, match="reduction='avg'"):
+        kiln.ops.nll_loss(x, t, reduction="avg")
