@@ -425,12 +425,18 @@ def lower_nll_loss(b: Emitter, log_prob: Value, target: Value, weight: Value | N
         counted = b.emit("where", [ignored, zero, b.scalar(1, log_prob)])
     if reduction == "none":
         return loss
-    total = b.emit("reduce_sum", [loss], axes=None, keepdims=False)
+
+    def whole(op: str, v: Value) -> Value:
+        # keepdims, then a reshape to a scalar: the x86 row-reduction schedule fails on a
+        # rank-0 output once it splits the reduction into vector lanes (rfactor; 16+ elements)
+        kept = b.emit(op, [v], axes=None, keepdims=True)
+        return b.emit("reshape", [kept], shape=())
+
     if reduction == "sum":
-        return total
+        return whole("reduce_sum", loss)
     if counted is None:
-        return b.emit("reduce_mean", [loss], axes=None, keepdims=False)
-    return b.emit("div", [total, b.emit("reduce_sum", [counted], axes=None, keepdims=False)])
+        return whole("reduce_mean", loss)
+    return b.emit("div", [whole("reduce_sum", loss), whole("reduce_sum", counted)])
 
 
 def nll_loss(log_prob: Value, target: Operand, weight: Operand | None = None,
