@@ -21,21 +21,31 @@ COORD = "float32"     # ONNX's reference denormalises coordinates into float32
 
 
 def _reflect(x: Any, lo: float, hi: float) -> Any:
-    """Fold ``x`` (float32) back into ``[lo, hi]`` by reflecting at the near border."""
+    """Fold a float32 coordinate outside ``[lo, hi]`` back in by reflecting at the borders:
+    the triangle wave ``lo + rng - |((x - lo) mod 2 rng) - rng|``, the closed form of the
+    spec's reflect-until-inside loop. ``x`` is read a few times only: the taps read the
+    result again, and deeper nesting makes expressions that take minutes to compile."""
     rng = hi - lo
     if rng <= 0:
         return const(lo, COORD)
+    z = x - const(lo, COORD)
+    y = z - tirx.floor(z / const(2 * rng, COORD)) * const(2 * rng, COORD)   # floored mod
+    tri = const(lo + rng, COORD) - tirx.abs(y - const(rng, COORD))
+    return tirx.Select(tirx.any(x < const(lo, COORD), x > const(hi, COORD)), tri, x)
 
-    def fold(dx: Any, start: float, end: float, sign: float) -> Any:
-        n = tirx.trunc(dx / const(rng, COORD))
-        r = dx - n * const(rng, COORD)
-        even = tirx.floormod(n.astype("int64"), 2) == 0
-        return tirx.Select(even, const(start, COORD) + const(sign, COORD) * r,
-                           const(end, COORD) - const(sign, COORD) * r)
 
-    below = fold(const(lo, COORD) - x, lo, hi, 1.0)
-    above = fold(x - const(hi, COORD), hi, lo, -1.0)
-    return tirx.Select(x < const(lo, COORD), below, tirx.Select(x > const(hi, COORD), above, x))
+def _reflect_index(i: Any, dim: int, align_corners: bool) -> Any:
+    """The spec's reflection of an integer tap position, in integer arithmetic: with
+    align_corners the borders are pixels 0 and dim - 1 (period 2 (dim - 1)); without, the
+    edges -0.5 and dim - 0.5 (period 2 dim, each edge pixel repeated once)."""
+    if align_corners:
+        if dim <= 1:
+            return const(0, "int32")
+        period = 2 * (dim - 1)
+        y = tirx.floormod(i, const(period, "int32"))
+        return tirx.Select(y > const(dim - 1, "int32"), const(period, "int32") - y, y)
+    y = tirx.floormod(i, const(2 * dim, "int32"))
+    return tirx.Select(y >= const(dim, "int32"), const(2 * dim - 1, "int32") - y, y)
 
 
 def _cubic(t: Any, dt: str) -> list[Any]:
@@ -87,37 +97,36 @@ def grid_sample(n: NodeInfo, x: te.Tensor, grid: te.Tensor) -> te.Tensor:
         top = const(dims[d] - 1, "int32")
         zero = const(0, "int32")
         if pad is SamplePadding.REFLECTION:
-            i = tirx.trunc(_reflect(i.astype(COORD), lo[d], hi[d])).astype("int32")
+            i = _reflect_index(i, dims[d], at.align_corners)
         clamped = tirx.max(tirx.min(i, top), zero)
         if pad is SamplePadding.ZEROS:
             return clamped, tirx.all(i >= zero, i <= top)
         return clamped, None
 
     def f(b: Any, c: Any, *sp: Any) -> Any:
-        per_dim: list[list[tuple[Any, Any]]] = []
+        per_dim: list[list[tuple[Any, Any, Any]]] = []   # per dim: (index, counts, weight)
         for d in range(k):
             v = coord(b, sp, d)
             if at.mode is SampleMode.NEAREST:
-                per_dim.append([(v.astype("int32"), None)])
-                continue
-            fl = tirx.floor(v)
-            t = (v - fl).astype(dt)
-            base = fl.astype("int32")
-            if at.mode is SampleMode.LINEAR:
-                per_dim.append([(base, const(1, dt) - t), (base + 1, t)])
+                taps = [(v.astype("int32"), None)]
             else:
-                per_dim.append([(base + (j - 1), w) for j, w in enumerate(_cubic(t, dt))])
+                fl = tirx.floor(v)
+                t = (v - fl).astype(dt)
+                base = fl.astype("int32")
+                if at.mode is SampleMode.LINEAR:
+                    taps = [(base, const(1, dt) - t), (base + 1, t)]
+                else:
+                    taps = [(base + (j - 1), w) for j, w in enumerate(_cubic(t, dt))]
+            per_dim.append([(*tap(i, d), w) for i, w in taps])
         total = None
         for combo in itertools.product(*per_dim):
-            idx, ok, w = [], None, None
-            for d, (i, wd) in enumerate(combo):
-                j, okd = tap(i, d)
-                idx.append(j)
+            ok, w = None, None
+            for _, okd, wd in combo:
                 if okd is not None:
                     ok = okd if ok is None else tirx.all(ok, okd)
                 if wd is not None:
                     w = wd if w is None else w * wd
-            px = x(b, c, *idx)
+            px = x(b, c, *[i for i, _, _ in combo])
             term = px if w is None else px * w
             if ok is not None:
                 term = tirx.Select(ok, term, const(0, dt))
