@@ -1,0 +1,104 @@
+"""grid_sample and bitcast: the NumPy references against onnx's reference implementation (every
+mode, padding and align_corners, 2-D and 3-D), the compiled kernels against the references on
+ragged shapes, and the shape rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+from onnx.reference import ReferenceEvaluator
+
+import kiln
+from kiln.errors import ModelError
+from kiln.ir.ops import get_op
+from kiln.testing import assert_matches_reference
+
+
+def _graph(op: str, inputs: list[tuple[str, tuple[int, ...], str]], **attrs: object) -> kiln.Graph:
+    g = kiln.Graph(op)
+    vals = [g.input(name, shape, dtype) for name, shape, dtype in inputs]
+    for out in g.add(op, vals, **attrs):
+        g.output(out)
+    return g
+
+
+def _onnx_grid_sample(x: np.ndarray, grid: np.ndarray, mode: str, padding: str,
+                      align: bool) -> np.ndarray:
+    node = helper.make_node("GridSample", ["x", "g"], ["y"], mode=mode, padding_mode=padding,
+                            align_corners=int(align))
+    graph = helper.make_graph([node], "t", [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape),
+        helper.make_tensor_value_info("g", TensorProto.FLOAT, grid.shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    return ReferenceEvaluator(model).run(None, {"x": x, "g": grid})[0]
+
+
+def _inputs(xshape: tuple[int, ...], gshape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(xshape).astype(np.float32)
+    grid = (rng.standard_normal(gshape) * 1.5).astype(np.float32)   # many points outside
+    grid.reshape(-1)[:4] = [-1.0, 1.0, 0.0, 3.25]                  # edges, centre, far out
+    return x, grid
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear", "cubic"])
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("align", [False, True])
+def test_grid_sample_reference_matches_onnx_2d(mode: str, padding: str, align: bool) -> None:
+    x, grid = _inputs((2, 2, 4, 5), (2, 3, 4, 2))
+    at = get_op("grid_sample").make_attrs(mode=mode, padding_mode=padding, align_corners=align)
+    got = get_op("grid_sample").run_reference(at, [x, grid])[0]
+    np.testing.assert_allclose(got, _onnx_grid_sample(x, grid, mode, padding, align),
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+@pytest.mark.parametrize("padding", ["zeros", "reflection"])
+def test_grid_sample_reference_matches_onnx_3d(mode: str, padding: str) -> None:
+    x, grid = _inputs((1, 2, 3, 4, 5), (1, 2, 3, 2, 3))
+    at = get_op("grid_sample").make_attrs(mode=mode, padding_mode=padding, align_corners=False)
+    got = get_op("grid_sample").run_reference(at, [x, grid])[0]
+    np.testing.assert_allclose(got, _onnx_grid_sample(x, grid, mode, padding, False),
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("mode", "padding", "align"), [
+    ("linear", "reflection", False), ("cubic", "zeros", True), ("nearest", "border", False),
+])
+def test_grid_sample_compiled(mode: str, padding: str, align: bool) -> None:
+    x, grid = _inputs((2, 3, 11, 13), (2, 7, 19, 2))
+    g = _graph("grid_sample", [("x", x.shape, "float32"), ("g", grid.shape, "float32")],
+               mode=mode, padding_mode=padding, align_corners=align)
+    assert_matches_reference(g, {"x": x, "g": grid}, rtol=1e-5, atol=1e-5)
+
+
+def test_grid_sample_shapes() -> None:
+    op = get_op("grid_sample")
+    g = _graph("grid_sample", [("x", (2, 3, 5, 6, 7), "float32"),
+                               ("g", (2, 4, 1, 9, 3), "float32")])
+    assert g.outputs[0].shape == (2, 3, 4, 1, 9)
+    with pytest.raises(ModelError, match="grid"):
+        _graph("grid_sample", [("x", (2, 3, 5, 6), "float32"), ("g", (2, 4, 9, 3), "float32")])
+    with pytest.raises(ModelError, match="cubic"):
+        _graph("grid_sample", [("x", (1, 1, 2, 3, 4), "float32"),
+                               ("g", (1, 2, 2, 2, 3), "float32")], mode="cubic")
+    with pytest.raises(ValueError):
+        op.make_attrs(mode="bilinear")      # the frontend maps ONNX's opset-16 names
+
+
+@pytest.mark.parametrize(("src", "dst"), [("float32", "int32"), ("int64", "float64"),
+                                          ("uint16", "int16"), ("int8", "uint8"),
+                                          ("bool", "uint8")])
+def test_bitcast_compiled(src: str, dst: str) -> None:
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((5, 37)) * 1000).astype(src)
+    g = _graph("bitcast", [("x", x.shape, src)], dtype=dst)
+    got = assert_matches_reference(g, {"x": x}, rtol=0, atol=0)[0]
+    np.testing.assert_array_equal(got, x.view(dst))
+
+
+def test_bitcast_needs_one_width() -> None:
+    with pytest.raises(ModelError, match="one width"):
+        _graph("bitcast", [("x", (3,), "float32")], dtype="float64")
