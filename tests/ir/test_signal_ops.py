@@ -102,3 +102,37 @@ def test_bitcast_compiled(src: str, dst: str) -> None:
 def test_bitcast_needs_one_width() -> None:
     with pytest.raises(ModelError, match="one width"):
         _graph("bitcast", [("x", (3,), "float32")], dtype="float64")
+
+
+def _onnx_roi_align(x: np.ndarray, rois: np.ndarray, batch: np.ndarray,
+                    **attrs: object) -> np.ndarray:
+    node = helper.make_node("RoiAlign", ["x", "r", "b"], ["y"], **attrs)
+    graph = helper.make_graph([node], "t", [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape),
+        helper.make_tensor_value_info("r", TensorProto.FLOAT, rois.shape),
+        helper.make_tensor_value_info("b", TensorProto.INT64, batch.shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)])
+    return ReferenceEvaluator(model).run(None, {"x": x, "r": rois, "b": batch})[0]
+
+
+@pytest.mark.parametrize(("mode", "half_pixel", "sr"), [("avg", True, 2), ("max", False, 2),
+                                                        ("avg", False, 1)])
+def test_roi_align(mode: str, half_pixel: bool, sr: int) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 9, 11)).astype(np.float32)
+    rois = np.array([[0.5, 1.0, 7.5, 6.0], [-3.0, -2.0, 4.0, 20.0], [2.0, 2.0, 2.2, 2.1],
+                     [10.0, 8.0, 30.0, 30.0], [1.0, 3.0, 11.0, 9.0]], np.float32)
+    batch = np.array([0, 1, 1, 0, 1], np.int64)
+    attrs = {"output_height": 3, "output_width": 4, "sampling_ratio": sr,
+             "spatial_scale": 0.75}
+    want = _onnx_roi_align(x, rois, batch, mode=mode, coordinate_transformation_mode=(
+        "half_pixel" if half_pixel else "output_half_pixel"), **attrs)
+    op = get_op("roi_align")
+    at = op.make_attrs(mode=mode, half_pixel=half_pixel, **attrs)
+    np.testing.assert_allclose(op.run_reference(at, [x, rois, batch])[0], want, rtol=1e-5,
+                               atol=1e-6)
+    g = _graph("roi_align", [("x", x.shape, "float32"), ("r", rois.shape, "float32"),
+                             ("b", batch.shape, "int64")], mode=mode, half_pixel=half_pixel,
+               **attrs)
+    assert_matches_reference(g, {"x": x, "r": rois, "b": batch}, rtol=1e-5, atol=1e-5)

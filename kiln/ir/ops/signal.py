@@ -181,3 +181,96 @@ def _bitcast_ref(at: BitcastAttrs, x: np.ndarray) -> np.ndarray:
 
 
 register(OpDef("bitcast", BitcastAttrs, Pattern.ELEMENTWISE, _infer_bitcast, _bitcast_ref))
+
+
+# -- roi_align ----------------------------------------------------------------------------------
+class RoiPool(Enum):
+    AVG = "avg"
+    MAX = "max"
+
+
+@dataclass(frozen=True)
+class RoiAlignAttrs:
+    """ONNX RoiAlign with a fixed ``sampling_ratio`` (sample points per bin and dim): ``x`` is
+    ``[N, C, H, W]``, ``rois`` ``[R, 4]`` (x1, y1, x2, y2), ``batch`` ``[R]``; the output is
+    ``[R, C, output_height, output_width]``. ``half_pixel`` shifts the scaled box by -0.5."""
+
+    output_height: int = 1
+    output_width: int = 1
+    sampling_ratio: int = 1
+    spatial_scale: float = 1.0
+    mode: RoiPool = RoiPool.AVG
+    half_pixel: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", RoiPool(self.mode))
+        for f in ("output_height", "output_width", "sampling_ratio"):
+            if int(getattr(self, f)) < 1:
+                raise ModelError(f"roi_align {f} must be positive, got {getattr(self, f)}")
+
+
+def _infer_roi_align(at: RoiAlignAttrs, x: TensorType, rois: TensorType,
+                     batch: TensorType) -> TensorType:
+    if x.rank != 4 or rois.rank != 2 or rois.shape[1] != 4 or batch.rank != 1:
+        raise ModelError(f"roi_align needs x [N, C, H, W], rois [R, 4] and batch [R], got {x}, "
+                         f"{rois} and {batch}")
+    if not x.dtype.is_float or rois.dtype != x.dtype or batch.dtype not in (DType.int32,
+                                                                            DType.int64):
+        raise ModelError(f"roi_align needs float x and rois of one dtype and int batch indices, "
+                         f"got {x.dtype}, {rois.dtype} and {batch.dtype}")
+    return TensorType((rois.shape[0], x.shape[1], at.output_height, at.output_width), x.dtype)
+
+
+def roi_sample_axis(start: np.ndarray, bin_size: np.ndarray, pooled: int, sr: int,
+                    dim: int) -> tuple[np.ndarray, ...]:
+    """Per ROI, output bin and sample point along one spatial axis (``[R, pooled, sr]``): the
+    low and high pixel, the weight of the high one, and whether the point is off the map."""
+    dt = start.dtype.type
+    p = np.arange(pooled, dtype=start.dtype)[None, :, None]
+    i = np.arange(sr, dtype=start.dtype)[None, None, :]
+    s, b = start[:, None, None], bin_size[:, None, None]
+    v = (s + p * b + (i + dt(0.5)) * b / dt(sr)).astype(start.dtype)
+    off = (v < -1.0) | (v > dim)
+    v = np.maximum(v, dt(0))
+    low = v.astype(np.int64)
+    edge = low >= dim - 1
+    low = np.where(edge, dim - 1, low)
+    high = np.where(edge, dim - 1, low + 1)
+    v = np.where(edge, dt(dim - 1), v)
+    frac = (v - low).astype(start.dtype)
+    return low, high, frac, off
+
+
+def _roi_align_ref(at: RoiAlignAttrs, x: np.ndarray, rois: np.ndarray,
+                   batch: np.ndarray) -> np.ndarray:
+    dt = x.dtype.type
+    h, w = x.shape[2:]
+    off = dt(0.5) if at.half_pixel else dt(0)
+    box = (rois * dt(at.spatial_scale) - off).astype(x.dtype)
+    rw, rh = box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]
+    if not at.half_pixel:            # malformed boxes become 1x1
+        rw, rh = np.maximum(rw, dt(1)), np.maximum(rh, dt(1))
+    sr = at.sampling_ratio
+    ylo, yhi, ly, yoff = roi_sample_axis(box[:, 1], rh / dt(at.output_height),
+                                         at.output_height, sr, h)
+    xlo, xhi, lx, xoff = roi_sample_axis(box[:, 0], rw / dt(at.output_width),
+                                         at.output_width, sr, w)
+    # broadcast to [R, ph, iy, pw, ix]
+    ylo, yhi, ly, yoff = (a[:, :, :, None, None] for a in (ylo, yhi, ly, yoff))
+    xlo, xhi, lx, xoff = (a[:, None, None, :, :] for a in (xlo, xhi, lx, xoff))
+    hy, hx = dt(1) - ly, dt(1) - lx
+    valid = ~(yoff | xoff)
+    b = np.clip(batch.astype(np.int64), 0, x.shape[0] - 1)[:, None, None, None, None]
+    xs = np.moveaxis(x, 1, -1)                                      # [N, H, W, C]
+    taps = [(ylo, xlo, hy * hx), (ylo, xhi, hy * lx), (yhi, xlo, ly * hx), (yhi, xhi, ly * lx)]
+    vals = [xs[b, yy, xx] * np.where(valid, ww, dt(0))[..., None] for yy, xx, ww in taps]
+    if at.mode is RoiPool.AVG:
+        out = (vals[0] + vals[1] + vals[2] + vals[3]).sum(axis=(2, 4)) / dt(sr * sr)
+    else:
+        out = np.maximum(np.maximum(vals[0], vals[1]), np.maximum(vals[2], vals[3]))
+        out = out.max(axis=(2, 4))
+    return np.moveaxis(out, -1, 1).astype(x.dtype)                  # [R, C, ph, pw]
+
+
+register(OpDef("roi_align", RoiAlignAttrs, Pattern.INJECTIVE, _infer_roi_align,
+               _roi_align_ref, num_inputs=(3, 3)))

@@ -14,7 +14,7 @@ from typing import Any
 
 from tvm import te, tirx
 
-from kiln.ir.ops.signal import CUBIC_ALPHA, SampleMode, SamplePadding
+from kiln.ir.ops.signal import CUBIC_ALPHA, RoiPool, SampleMode, SamplePadding
 from kiln.schedules.compute.registry import NodeInfo, compute, const, shape_of
 
 COORD = "float32"     # ONNX's reference denormalises coordinates into float32
@@ -141,3 +141,57 @@ def bitcast(n: NodeInfo, x: te.Tensor) -> te.Tensor:
     if x.dtype == "bool" or n.dtype == "bool":    # bool is one byte holding 0 or 1
         return te.compute(n.shape, lambda *i: x(*i).astype(n.dtype), name=n.name)
     return te.compute(n.shape, lambda *i: tirx.reinterpret(n.dtype, x(*i)), name=n.name)
+
+
+@compute("roi_align")
+def roi_align(n: NodeInfo, x: te.Tensor, rois: te.Tensor, batch: te.Tensor) -> te.Tensor:
+    """Each output bin: ``sampling_ratio**2`` bilinear samples (4 reads each) averaged, or
+    the maximum of the weighted corner values (ONNX's max mode)."""
+    at = n.attrs
+    nb, _, h, w = shape_of(x)
+    dt = n.dtype
+    sr = at.sampling_ratio
+
+    def c(v: float) -> Any:
+        return const(v, dt)
+
+    def axis(start: Any, size: Any, p: Any, i: int, dim: int) -> tuple[Any, ...]:
+        """One sample's (low, high, high weight, off the map) along one axis."""
+        v = start + p.astype(dt) * size + c(i + 0.5) * size / c(sr)
+        off = tirx.any(v < c(-1.0), v > c(dim))
+        v = tirx.max(v, c(0))
+        raw = v.astype("int32")
+        edge = raw >= const(dim - 1, "int32")
+        low = tirx.Select(edge, const(dim - 1, "int32"), raw)
+        high = tirx.Select(edge, const(dim - 1, "int32"), raw + 1)
+        frac = tirx.Select(edge, c(dim - 1), v) - low.astype(dt)
+        return low, high, frac, off
+
+    def f(r: Any, ch: Any, ph: Any, pw: Any) -> Any:
+        shift = c(0.5) if at.half_pixel else c(0)
+        box = [rois(r, j) * c(at.spatial_scale) - shift for j in range(4)]
+        rw, rh = box[2] - box[0], box[3] - box[1]
+        if not at.half_pixel:
+            rw, rh = tirx.max(rw, c(1)), tirx.max(rh, c(1))
+        bh, bw = rh / c(at.output_height), rw / c(at.output_width)
+        b = batch(r).astype("int32")
+        b = tirx.max(tirx.min(b, const(nb - 1, "int32")), const(0, "int32"))
+        total = None
+        for iy in range(sr):
+            ylo, yhi, ly, yoff = axis(box[1], bh, ph, iy, h)
+            for ix in range(sr):
+                xlo, xhi, lx, xoff = axis(box[0], bw, pw, ix, w)
+                ok = tirx.all(tirx.Not(yoff), tirx.Not(xoff))
+                hy, hx = c(1) - ly, c(1) - lx
+                vals = [tirx.Select(ok, ww, c(0)) * x(b, ch, yy, xx) for yy, xx, ww in
+                        ((ylo, xlo, hy * hx), (ylo, xhi, hy * lx), (yhi, xlo, ly * hx),
+                         (yhi, xhi, ly * lx))]
+                if at.mode is RoiPool.AVG:
+                    v = vals[0] + vals[1] + vals[2] + vals[3]
+                    total = v if total is None else total + v
+                else:
+                    v = tirx.max(tirx.max(vals[0], vals[1]), tirx.max(vals[2], vals[3]))
+                    total = v if total is None else tirx.max(total, v)
+        return total / c(sr * sr) if at.mode is RoiPool.AVG else total
+
+    return te.compute(n.shape, f, name=n.name)

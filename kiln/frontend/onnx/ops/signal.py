@@ -464,3 +464,27 @@ def _max_unpool(node: onnx.NodeProto, ctx: Context) -> list[Value]:
                          f"{inferred}")
     return [ctx.emit("pad", [y], pads=tuple([0] * len(inferred) + [o - i for o, i in zip(
         out_shape, inferred, strict=True)]))]
+
+
+@onnx_op("RoiAlign")
+def _roi_align(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    x, rois, batch = ctx.required(0), ctx.required(1), ctx.required(2)
+    sr = int(ctx.attr("sampling_ratio", 0))
+    if sr <= 0:
+        raise ModelError("RoiAlign sampling_ratio=0 (adaptive: the sample count follows each "
+                         "ROI's size at run time) is not supported; kiln needs a fixed count")
+    # coordinate_transformation_mode arrived in opset 16 (default half_pixel); before, the
+    # boxes were not shifted (output_half_pixel)
+    ctm = ctx.attr("coordinate_transformation_mode",
+                   "half_pixel" if ctx.opset >= 16 else "output_half_pixel")
+    if ctm not in ("half_pixel", "output_half_pixel"):
+        raise ModelError(f"RoiAlign coordinate_transformation_mode={ctm!r} is not half_pixel "
+                         "or output_half_pixel")
+    if rois.dtype != x.dtype:
+        rois = ctx.emit("cast", [rois], dtype=x.dtype)
+    if batch.dtype not in (DType.int32, DType.int64):
+        batch = ctx.emit("cast", [batch], dtype=DType.int64)
+    return [ctx.emit("roi_align", [x, rois, batch], output_height=int(
+        ctx.attr("output_height", 1)), output_width=int(ctx.attr("output_width", 1)),
+        sampling_ratio=sr, spatial_scale=float(ctx.attr("spatial_scale", 1.0)),
+        mode=ctx.attr("mode", "avg"), half_pixel=ctm == "half_pixel")]
