@@ -236,3 +236,19 @@ def test_max_unpool_with_output_shape() -> None:
         want = (run_ort(model, feeds) if out_shape == x.shape else
                 ReferenceEvaluator(model).run(None, feeds))
         assert_outputs_close(got, want, 0, 0)
+
+
+def test_deform_conv_groups_mask_bias() -> None:
+    """Against onnx's reference (the spec's own grid-sampling definition)."""
+    x, w = randn(2, 4, 6, 7), randn(6, 2, 2, 3, seed=1)
+    off = randn(2, 2 * 2 * 6, 4, 2, seed=2)           # offset_group 2, 2x3 taps, 4x2 output
+    mask, b = np.abs(randn(2, 2 * 6, 4, 2, seed=3)), randn(6, seed=4)
+    node = helper.make_node("DeformConv", ["x", "w", "o", "b", "m"], ["y"], group=2,
+                            offset_group=2, strides=[2, 2], pads=[1, 0, 1, 0],
+                            dilations=[1, 2])
+    model = make_model([node], [tensor("x", x.shape), tensor("w", w.shape),
+                                tensor("o", off.shape), tensor("b", b.shape),
+                                tensor("m", mask.shape)], ["y"], opset=19)
+    feeds = {"x": x, "w": w, "o": off, "b": b, "m": mask}
+    want = ReferenceEvaluator(model).run(None, feeds)
+    assert_outputs_close(_compiled(model, feeds), want, 1e-4, 1e-5)

@@ -488,3 +488,59 @@ def _roi_align(node: onnx.NodeProto, ctx: Context) -> list[Value]:
         ctx.attr("output_height", 1)), output_width=int(ctx.attr("output_width", 1)),
         sampling_ratio=sr, spatial_scale=float(ctx.attr("spatial_scale", 1.0)),
         mode=ctx.attr("mode", "avg"), half_pixel=ctm == "half_pixel")]
+
+
+@onnx_op("DeformConv")
+def _deform_conv(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    """2-D deformable convolution as ONNX's reference computes it: each (offset group, kernel
+    tap) samples the input bilinearly at its shifted positions (grid_sample, align_corners,
+    zeros padding), the samples are scaled by the mask, and a (grouped) matmul with the
+    weights sums them: ``[N, C * K, OH * OW]`` columns, im2col with moving taps."""
+    x, wt, off = ctx.required(0), ctx.required(1), ctx.required(2)
+    bias, mask = ctx.input(3), ctx.input(4)
+    n, c, h, w = _static_shape(x, "DeformConv") if x.type.rank == 4 else (0, 0, 0, 0)
+    if not c:
+        raise ModelError(f"DeformConv takes 4-D inputs only, got {x.type}")
+    oc, cg, kh, kw = _static_shape(wt, "DeformConv weight")
+    _, _, oh, ow = _static_shape(off, "DeformConv offset")
+    if h < 2 or w < 2:
+        raise ModelError(f"DeformConv samples with align_corners, which needs H and W >= 2, "
+                         f"got {x.type}")
+    group, og = int(ctx.attr("group", 1)), int(ctx.attr("offset_group", 1))
+    sh, sw = ctx.attr("strides", [1, 1])
+    dh, dw = ctx.attr("dilations", [1, 1])
+    pads = ctx.attr("pads", [0, 0, 0, 0])
+    k, p = kh * kw, oh * ow
+    if c != cg * group or oc % group or c % og or off.shape[1] != 2 * og * k:
+        raise ModelError(f"DeformConv shapes disagree: x {x.type}, weight {wt.type}, offset "
+                         f"{off.type}, group {group}, offset_group {og}")
+    want = ((h + pads[0] + pads[2] - (kh - 1) * dh - 1) // sh + 1,
+            (w + pads[1] + pads[3] - (kw - 1) * dw - 1) // sw + 1)
+    if (oh, ow) != want:
+        raise ModelError(f"DeformConv offset's spatial dims {(oh, ow)} are not the output's "
+                         f"{want}")
+    # base sampling positions per tap and output pixel, as (x, y) for grid_sample
+    ky, kx = np.meshgrid(np.arange(kh) * dh, np.arange(kw) * dw, indexing="ij")
+    py, px = np.meshgrid(np.arange(oh) * sh - pads[0], np.arange(ow) * sw - pads[1],
+                         indexing="ij")
+    base = np.stack([kx.reshape(k, 1) + px.reshape(1, p), ky.reshape(k, 1) + py.reshape(1, p)],
+                    axis=-1).astype(np.float64)                           # [K, P, 2]
+    scale = np.array([2.0 / (w - 1), 2.0 / (h - 1)])
+    dt = x.dtype.np
+    o = ctx.emit("transpose", [reshape(ctx, off, (n, og, k, 2, p))], perm=(0, 1, 2, 4, 3))
+    # reverse (dy, dx) to (dx, dy): -3 is "past index 0" in kiln's Python-style slicing
+    o = ctx.emit("slice", [o], axes=(4,), starts=(1,), ends=(-3,), steps=(-1,))
+    grid = ctx.emit("add", [ctx.emit("mul", [o, ctx.constant(scale.astype(dt))]),
+                            ctx.constant((base * scale - 1).astype(dt))])
+    grid = reshape(ctx, grid, (n * og, k, p, 2))
+    cols = ctx.emit("grid_sample", [reshape(ctx, x, (n * og, c // og, h, w)), grid],
+                    mode="linear", padding_mode="zeros", align_corners=True)  # [N*og, c/og, K, P]
+    cols = reshape(ctx, cols, (n, og, c // og, k, p))
+    if mask is not None:
+        cols = ctx.emit("mul", [cols, reshape(ctx, mask, (n, og, 1, k, p))])
+    cols = reshape(ctx, cols, (n, group, cg * k, p))
+    wm = reshape(ctx, wt, (group, oc // group, cg * k))
+    y = reshape(ctx, ctx.emit("matmul", [wm, cols]), (n, oc, oh, ow))
+    if bias is not None:
+        y = ctx.emit("add", [y, reshape(ctx, bias, (oc, 1, 1))])
+    return [y]
