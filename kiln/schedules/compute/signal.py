@@ -177,10 +177,10 @@ def roi_align(n: NodeInfo, x: te.Tensor, rois: te.Tensor, batch: te.Tensor) -> t
         b = batch(r).astype("int32")
         b = tirx.max(tirx.min(b, const(nb - 1, "int32")), const(0, "int32"))
         total = None
-        for iy in range(sr):
-            ylo, yhi, ly, yoff = axis(box[1], bh, ph, iy, h)
-            for ix in range(sr):
-                xlo, xhi, lx, xoff = axis(box[0], bw, pw, ix, w)
+        ys = [axis(box[1], bh, ph, i, h) for i in range(sr)]    # shared by every sample row
+        xs = [axis(box[0], bw, pw, i, w) for i in range(sr)]
+        for ylo, yhi, ly, yoff in ys:
+            for xlo, xhi, lx, xoff in xs:
                 ok = tirx.all(tirx.Not(yoff), tirx.Not(xoff))
                 hy, hx = c(1) - ly, c(1) - lx
                 vals = [tirx.Select(ok, ww, c(0)) * x(b, ch, yy, xx) for yy, xx, ww in
