@@ -220,6 +220,28 @@ def quantize_multiplier(ratio: np.ndarray | float) -> tuple[np.ndarray, np.ndarr
     return m.astype(np.int32), s.astype(np.int32)
 
 
+FRACTION_BITS = 20   # at most as many fractional bits as TFLite's quantized add keeps
+
+
+def requantize_steps(ratio: np.ndarray | float,
+                     bound: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (multiplier, shift) pairs whose ``fixed_point_multiply``, applied in turn, give
+    ``round(x * ratio)`` for int32 ``|x| <= bound``.
+
+    One step rounds twice for a ratio below 1/2: the rounding doubling high multiply keeps
+    only the integer part of ``x * m / 2^31``, then the right shift rounds again (x = 1 at a
+    ratio of 0.3 gives 1, not 0). So where ``x * ratio`` has headroom in int32, the first step
+    also scales by ``2^L`` (``L`` fractional bits, as TFLite's quantized add shifts its inputs
+    left by 20) and a second step divides them off: the result is then off by one only within
+    ``2^-L`` of a tie."""
+    r = np.asarray(ratio, dtype=np.float64)
+    peak = float(r.max()) * max(int(bound), 1)
+    frac = min(FRACTION_BITS, int(np.floor(np.log2(2.0**30 / peak)))) if peak > 0 else 0
+    if frac < 2:
+        return [quantize_multiplier(r)]
+    return [quantize_multiplier(r * 2.0**frac), quantize_multiplier(np.array(2.0**-frac))]
+
+
 def fixed_point_multiply_ref(x: np.ndarray, m: np.ndarray, s: np.ndarray) -> np.ndarray:
     """gemmlowp's ``MultiplyByQuantizedMultiplier`` in NumPy int64, element by element:
     saturating left shift, rounding doubling high multiply, rounding right shift."""
@@ -249,5 +271,6 @@ def _infer_fixed_point_multiply(_at, x: TensorType, m: TensorType,
 register(OpDef("fixed_point_multiply", NoAttrs, Pattern.BROADCAST, _infer_fixed_point_multiply,
                lambda _at, x, m, s: fixed_point_multiply_ref(x, m, s), num_inputs=(3, 3)))
 
-__all__ = ["INT32_MAX", "INT32_MIN", "QUANT_DTYPES", "QuantAttrs", "calc_dtype",
-           "expand_param", "fixed_point_multiply_ref", "quant_range", "quantize_multiplier"]
+__all__ = ["FRACTION_BITS", "INT32_MAX", "INT32_MIN", "QUANT_DTYPES", "QuantAttrs",
+           "calc_dtype", "expand_param", "fixed_point_multiply_ref", "quant_range",
+           "quantize_multiplier", "requantize_steps"]

@@ -100,10 +100,13 @@ def matmul_integer(n: NodeInfo, a: te.Tensor, b: te.Tensor, az: te.Tensor,
 
 @compute("fixed_point_multiply")
 def fixed_point_multiply(n: NodeInfo, x: te.Tensor, m: te.Tensor, s: te.Tensor) -> te.Tensor:
-    """gemmlowp's ``MultiplyByQuantizedMultiplier``: a saturating left shift by ``max(s, 0)``,
-    the rounding doubling high multiply ``(x * m + nudge) / 2^31`` (64-bit product, division
-    truncating toward zero), then a rounding right shift by ``max(-s, 0)`` (half away from
-    zero). Integer arithmetic only; a constant ``m`` and ``s`` fold the shifts."""
+    """gemmlowp's ``MultiplyByQuantizedMultiplier`` for a multiplier in [0, 2^31): a saturating
+    left shift by ``max(s, 0)``, the rounding doubling high multiply, a rounding right shift by
+    ``r = max(-s, 0)`` (half away from zero). Integer arithmetic only, in a form that reads
+    ``x`` twice (chained rescales and a conv epilogue unroll into one expression; no let
+    bindings in TE): with ``m >= 0`` the high multiply's nudge and truncating division are
+    ``(x * m + 2^30) >> 31``, and the right shift's rounding is ``(h + 2^(r-1) - [x < 0]) >> r``
+    (``h`` has the sign of ``x``, or is 0). The NumPy reference spells out gemmlowp's steps."""
     shape = n.shape
 
     def f(*i: Any) -> Any:
@@ -114,16 +117,9 @@ def fixed_point_multiply(n: NodeInfo, x: te.Tensor, m: te.Tensor, s: te.Tensor) 
         left, right = tirx.max(s64, zero), tirx.max(-s64, zero)
         xs = tirx.max(tirx.min(tirx.shift_left(x64, left), const((1 << 31) - 1, "int64")),
                       const(-(1 << 31), "int64"))       # a saturating left shift
-        prod = xs * m64
-        nudge = tirx.Select(prod >= zero, const(1 << 30, "int64"), const(1 - (1 << 30), "int64"))
-        high = tirx.truncdiv(prod + nudge, const(1 << 31, "int64"))
-        int32_min = const(-(1 << 31), "int64")       # the one product that overflows
-        high = tirx.Select(tirx.all(xs == int32_min, m64 == int32_min),
-                           const((1 << 31) - 1, "int64"), high)
-        mask = tirx.shift_left(one, right) - one
-        threshold = tirx.shift_right(mask, one) + tirx.Select(high < zero, one, zero)
-        rounded = tirx.shift_right(high, right) + tirx.Select(
-            tirx.bitwise_and(high, mask) > threshold, one, zero)
-        return rounded.astype("int32")
+        high = tirx.shift_right(xs * m64 + const(1 << 30, "int64"), const(31, "int64"))
+        half = tirx.shift_right(tirx.shift_left(one, right), one)      # 2^(r-1), 0 at r = 0
+        bias = half - tirx.Select(x64 < zero, tirx.min(right, one), zero)
+        return tirx.shift_right(high + bias, right).astype("int32")
 
     return te.compute(shape, f, name=n.name)

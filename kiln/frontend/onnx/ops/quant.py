@@ -22,7 +22,7 @@ from kiln.errors import ModelError
 from kiln.frontend.onnx.context import Context, onnx_dtype, onnx_op, reshape
 from kiln.ir.dtype import DType
 from kiln.ir.graph import Value
-from kiln.ir.ops.quant import quant_range, quantize_multiplier
+from kiln.ir.ops.quant import INT32_MAX, quant_range, quantize_multiplier, requantize_steps
 from kiln.ir.types import format_shape, normalize_axis
 
 MS = "com.microsoft"
@@ -75,24 +75,35 @@ def _saturate(ctx: Context, v: Value, dtype: DType) -> Value:
     return ctx.emit("cast", [v], dtype=dtype)
 
 
-def fixed_point_rescale(ctx: Context, v: Value, ratio: np.ndarray) -> Value:
+def fixed_point_rescale(ctx: Context, v: Value, ratio: np.ndarray, bound: int | None) -> Value:
     """``round(v * ratio)`` for an int32 ``v`` and a constant ``ratio`` (broadcast to ``v``), in
-    integer arithmetic: a Q31 multiplier and a shift per ratio, computed here."""
-    m, s = quantize_multiplier(ratio)
-    return ctx.emit("fixed_point_multiply", [v, ctx.constant(m), ctx.constant(s)])
+    integer arithmetic: Q31 multipliers and shifts computed here. With ``bound`` (``|v| <=
+    bound``) the headroom left in int32 keeps extra fractional bits (``requantize_steps``);
+    without it, one step (for a ``v`` that carries fractional bits of its own)."""
+    steps = requantize_steps(ratio, bound) if bound else [quantize_multiplier(ratio)]
+    for m, s in steps:
+        v = ctx.emit("fixed_point_multiply", [v, ctx.constant(m), ctx.constant(s)])
+    return v
 
 
-def _requantize(ctx: Context, acc: Value, ratio: Value, y_zp: Value, dtype: DType) -> Value:
-    """An int32 accumulator ``acc`` at scale ``in_scale`` as ``dtype`` at ``out_scale``, with
-    ``ratio = in_scale / out_scale`` broadcast to ``acc`` and ``y_zp`` 0-d."""
+def _requantize(ctx: Context, acc: Value, ratio: Value, y_zp: Value, dtype: DType,
+                bound: int) -> Value:
+    """An int32 accumulator ``acc`` (``|acc| <= bound``) at scale ``in_scale`` as ``dtype`` at
+    ``out_scale``, with ``ratio = in_scale / out_scale`` broadcast to ``acc``, ``y_zp`` 0-d."""
     r = ratio.data
     if r is not None and np.all(r > 0) and np.all(r < 2.0**30):   # what int32 shifts reach
-        v = fixed_point_rescale(ctx, acc, r.astype(np.float64))
+        v = fixed_point_rescale(ctx, acc, r.astype(np.float64), bound)
         return _saturate(ctx, ctx.emit("add", [v, _cast(ctx, y_zp, DType.int32)]), dtype)
     # onnxruntime's float path: round half to even, add the zero point, saturate
     f = ctx.emit("mul", [_cast(ctx, acc, DType.float32), _cast(ctx, ratio, DType.float32)])
     one = ctx.constant(np.array(1.0, np.float32))
     return ctx.emit("quantize", [f, one, y_zp], dtype=dtype)
+
+
+def _span(dtype: DType) -> int:
+    """The largest ``|q - zero point|`` of a ``dtype`` value."""
+    lo, hi = quant_range(dtype)
+    return hi - lo
 
 
 def _zero_point(ctx: Context, i: int, of: Value) -> Value:
@@ -148,15 +159,17 @@ def _dynamic_quantize_linear(node: onnx.NodeProto, ctx: Context) -> list[Value]:
     if x.dtype is not DType.float32:
         raise ModelError(f"DynamicQuantizeLinear needs a float32 input, got {x.type}")
     zero, one = ctx.scalar(0.0, x), ctx.scalar(1.0, x)
-    hi = ctx.emit("maximum", [ctx.emit("reduce_max", [x]), zero])
-    lo = ctx.emit("minimum", [ctx.emit("reduce_min", [x]), zero])
+    # keepdims: the statistics stay [1, .., 1] (the row-reduction template's shape) until the
+    # outputs are made 0-d at the end
+    hi = ctx.emit("maximum", [ctx.emit("reduce_max", [x], keepdims=True), zero])
+    lo = ctx.emit("minimum", [ctx.emit("reduce_min", [x], keepdims=True), zero])
     span = ctx.emit("div", [ctx.emit("sub", [hi, lo]), ctx.scalar(255.0, x)])
     scale = ctx.emit("where", [ctx.emit("equal", [hi, lo]), one, span])
     zp_real = ctx.emit("neg", [ctx.emit("div", [lo, scale])])
     u8zero = _zero(ctx, DType.uint8)
     zp = ctx.emit("quantize", [zp_real, one, u8zero], dtype=DType.uint8)   # round + saturate
     y = ctx.emit("quantize", [x, scale, zp], dtype=DType.uint8)
-    return [y, scale, zp]
+    return [y, reshape(ctx, scale, ()), reshape(ctx, zp, ())]
 
 
 # -- integer GEMM -------------------------------------------------------------------------------
@@ -215,7 +228,9 @@ def _qlinear_matmul(node: onnx.NodeProto, ctx: Context) -> list[Value]:
     b_scale = b_scale if per_column else _scalar(ctx, b_scale, "b_scale")
     ratio = ctx.emit("mul", [_per_row(ctx, a_scale, "a_scale"), b_scale])
     ratio = ctx.emit("div", [ratio, _scalar(ctx, y_scale, "y_scale")])
-    return [_requantize(ctx, acc, ratio, y_zp, y_zp.dtype)]
+    k = a.shape[-1]
+    bound = k * _span(a.dtype) * _span(b.dtype) if isinstance(k, int) else INT32_MAX
+    return [_requantize(ctx, acc, ratio, y_zp, y_zp.dtype, min(bound, INT32_MAX))]
 
 
 # -- integer convolution ------------------------------------------------------------------------
@@ -294,7 +309,10 @@ def _qlinear_conv(node: onnx.NodeProto, ctx: Context) -> list[Value]:
     y_zp = _scalar(ctx, y_zp, "y_zero_point") if y_zp is not None else _zero(ctx, x.dtype)
     acc = _conv_integer(ctx, x, w, _zero_point(ctx, 2, x), _zero_point(ctx, 5, w))
     spatial = [1] * (acc.type.rank - 2)
+    taps = int(np.prod(w.type.static_shape[1:]))         # products summed per output
+    bound = taps * _span(x.dtype) * _span(w.dtype)
     if bias is not None:
+        bound += int(np.abs(bias.data).max()) if bias.data is not None else INT32_MAX
         acc = ctx.emit("add", [acc, reshape(ctx, _cast(ctx, bias, DType.int32),
                                             (bias.shape[0], *spatial))])
     if w_scale.type.rank == 1 and w_scale.shape[0] != 1:
@@ -303,7 +321,7 @@ def _qlinear_conv(node: onnx.NodeProto, ctx: Context) -> list[Value]:
         w_scale = _scalar(ctx, w_scale, "w_scale")
     ratio = ctx.emit("div", [ctx.emit("mul", [_scalar(ctx, x_scale, "x_scale"), w_scale]),
                              _scalar(ctx, y_scale, "y_scale")])
-    return [_requantize(ctx, acc, ratio, y_zp, y_zp.dtype)]
+    return [_requantize(ctx, acc, ratio, y_zp, y_zp.dtype, min(bound, INT32_MAX))]
 
 
 # -- com.microsoft: QLinearAdd, QLinearConcat ---------------------------------------------------
@@ -337,9 +355,10 @@ def _qlinear_add(node: onnx.NodeProto, ctx: Context) -> list[Value]:
     for x, z, s in ((a, az, sa), (b, bz, sb)):
         centred = ctx.emit("sub", [_cast(ctx, x, i32), _cast(ctx, z, i32)])
         terms.append(fixed_point_rescale(ctx, centred, np.array(
-            s / twice_max * (1 << ADD_LEFT_SHIFT))))
+            s / twice_max * (1 << ADD_LEFT_SHIFT)), None))
     total = ctx.emit("add", terms)
-    out = fixed_point_rescale(ctx, total, np.array(twice_max / ((1 << ADD_LEFT_SHIFT) * sc)))
+    out = fixed_point_rescale(ctx, total, np.array(twice_max / ((1 << ADD_LEFT_SHIFT) * sc)),
+                              None)
     return [_saturate(ctx, ctx.emit("add", [out, _cast(ctx, cz, i32)]), a.dtype)]
 
 
@@ -365,7 +384,7 @@ def _qlinear_concat(node: onnx.NodeProto, ctx: Context) -> list[Value]:
             parts.append(x)
         elif sx is not None and sy is not None:
             centred = ctx.emit("sub", [_cast(ctx, x, i32), _cast(ctx, xz, i32)])
-            v = fixed_point_rescale(ctx, centred, np.array(sx / sy))
+            v = fixed_point_rescale(ctx, centred, np.array(sx / sy), _span(x.dtype))
             parts.append(_saturate(ctx, ctx.emit("add", [v, _cast(ctx, y_zp, i32)]),
                                    y_zp.dtype))
         else:
