@@ -456,3 +456,28 @@ def cross_entropy(scores: Value, target: Operand, weight: Operand | None = None,
     """``nll_loss(log_softmax(scores, axis=1), ...)``: softmax cross entropy of unnormalised
     ``scores`` [N, C, d1, ...] (PyTorch's ``cross_entropy``, ONNX's SoftmaxCrossEntropyLoss)."""
     return nll_loss(log_softmax(scores, axis=1), target, weight, reduction, ignore_index)
+
+
+# -- sampling -----------------------------------------------------------------------------------
+def grid_sample(x: Value, grid: Operand, mode: str = "linear", padding_mode: str = "zeros",
+                align_corners: bool = False) -> Value:
+    """``x`` ``[N, C, D1..Dk]`` sampled at ``grid`` ``[N, H1..Hk, k]`` (normalised coordinates
+    in ``[-1, 1]``, x first) as ONNX GridSample: ``mode`` "nearest", "linear" or "cubic"
+    (2-D only), ``padding_mode`` "zeros", "border" or "reflection"."""
+    return _apply("grid_sample", x, grid, mode=mode, padding_mode=padding_mode,
+                  align_corners=align_corners)
+
+
+def roi_align(x: Value, rois: Operand, batch_indices: Operand, output_size: Sequence[int],
+              sampling_ratio: int, spatial_scale: float = 1.0, mode: str = "avg",
+              half_pixel: bool = True) -> Value:
+    """ONNX RoiAlign of ``x`` ``[N, C, H, W]`` over ``rois`` ``[R, 4]`` (x1, y1, x2, y2) of
+    images ``batch_indices`` ``[R]``: ``[R, C, *output_size]``."""
+    return _apply("roi_align", x, rois, batch_indices, output_height=int(output_size[0]),
+                  output_width=int(output_size[1]), sampling_ratio=sampling_ratio,
+                  spatial_scale=spatial_scale, mode=mode, half_pixel=half_pixel)
+
+
+def bitcast(x: Value, dtype: object) -> Value:
+    """``x``'s bits reinterpreted as ``dtype`` of the same width."""
+    return _apply("bitcast", x, dtype=dtype)

@@ -135,3 +135,20 @@ def test_roi_align(mode: str, half_pixel: bool, sr: int) -> None:
                              ("b", batch.shape, "int64")], mode=mode, half_pixel=half_pixel,
                **attrs)
     assert_matches_reference(g, {"x": x, "r": rois, "b": batch}, rtol=1e-5, atol=1e-5)
+
+
+def test_builder_functions() -> None:
+    """kiln.ops.grid_sample / roi_align / bitcast build the ops (NumPy operands lifted)."""
+    x, grid = _inputs((1, 2, 4, 5), (1, 3, 2, 2))
+    g = kiln.Graph("b")
+    xv = g.input("x", x.shape, "float32")
+    rois = np.array([[0.0, 0.0, 3.0, 2.0]], np.float32)
+    outs = [kiln.ops.grid_sample(xv, grid, mode="cubic", padding_mode="border"),
+            kiln.ops.roi_align(xv, rois, np.array([0], np.int64), (2, 2), sampling_ratio=2),
+            kiln.ops.bitcast(xv, "int32")]
+    g.output(*outs)
+    got = kiln.run_reference(g, {"x": x})
+    np.testing.assert_allclose(got[0], _onnx_grid_sample(x, grid, "cubic", "border", False),
+                               rtol=1e-5, atol=1e-6)
+    assert got[1].shape == (1, 2, 2, 2)
+    np.testing.assert_array_equal(got[2], x.view(np.int32))
