@@ -38,7 +38,7 @@ def _is_unsigned(x: Expr) -> bool:
 
 
 def _clamp(x: Expr, lo: float, hi: float) -> Expr:
-    return tirx.max(tirx.min(x, _c(hi, x)), _c(lo, x))
+    return fastmath.fmax(fastmath.fmin(x, hi), lo)
 
 
 def _abs(x: Expr) -> Expr:
@@ -54,7 +54,7 @@ def _sign(x: Expr) -> Expr:
 
 
 UNARY: dict[str, Callable[[Expr], Expr]] = {
-    "relu": lambda x: tirx.max(x, _zero(x)),
+    "relu": lambda x: fastmath.fmax(x, 0),          # NaN stays NaN, as in NumPy
     "neg": lambda x: -x,
     "abs": _abs,
     "sign": _sign,

@@ -22,8 +22,6 @@ LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
 PI = math.pi
 FLT_MIN = 1.1754943508222875e-38     # the smallest normal float32
-EXP_OVERFLOW = 88.72283935546875     # e^x is above the largest float32 from here on
-EXP_UNDERFLOW = -87.33654022216797   # e^x is below FLT_MIN (a denormal) from here down
 
 
 def dtype_of(e: tirx.PrimExpr) -> str:
@@ -35,27 +33,50 @@ def _const(v: float, like: tirx.PrimExpr) -> tirx.PrimExpr:
     return tirx.const(v, dtype_of(like))
 
 
-def _exp_core(x: tirx.PrimExpr) -> tirx.PrimExpr:
-    """``e^x = 2^n * 2^f`` with ``x * log2(e) = n + f``, ``n = round(.)``, ``|f| <= 1/2``.
+def fmin(x: tirx.PrimExpr, hi: float) -> tirx.PrimExpr:
+    """``min(x, hi)`` that keeps NaN (TVM's min turns NaN into ``hi``); one vminps all the
+    same, as LLVM matches this select to it."""
+    return tirx.Select(x > _const(hi, x), _const(hi, x), x)
 
-    ``2^f = e^(f ln 2)`` is a degree-7 Taylor polynomial in ``r = f ln 2`` (|r| <= 0.347, error
-    below 2e-8 relative); ``2^n`` is built by writing ``n + 127`` into the float's exponent bits.
-    x is clamped to [-87, 88.38], so the result is always a normal float: what the functions
-    built on it want (no denormal slow paths); ``exp`` adds the exact ends.
+
+def fmax(x: tirx.PrimExpr, lo: float) -> tirx.PrimExpr:
+    """``max(x, lo)`` that keeps NaN."""
+    return tirx.Select(x < _const(lo, x), _const(lo, x), x)
+
+
+def _exp_reduced(x: tirx.PrimExpr) -> tuple[tirx.PrimExpr, tirx.PrimExpr]:
+    """``e^x = 2^n e^r`` with ``n = round(x log2 e)``, ``|r| <= ln(2) / 2``: (e^r, n as int32).
+
+    ``r = x - n ln 2`` subtracts ln 2 in two parts (Cody-Waite: 0.693359375 has 9 bits, so
+    ``n * 0.693359375`` is exact), which keeps r exact even for |x| near 88; ``e^r`` is a degree-7
+    Taylor polynomial (error below 2e-8 relative).
     """
+    def round_log2e(x: tirx.PrimExpr) -> tirx.PrimExpr:
+        return tirx.floor(x * _const(LOG2E, x) + _const(0.5, x))
+
+    # No let-bindings here: a value bound once and then read twice in one expression (a
+    # Select of t and -t) is a double definition, which TIR rejects; LLVM removes the
+    # repeated subexpressions (the cost is compile time: keep nesting shallow).
+    n = round_log2e(x)
+    p = _poly((x - n * _const(0.693359375, x)) - n * _const(-2.12194440e-4, x),
+              (1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0))
+    return p, n.astype("int32")
+
+
+def _pow2(n: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``2^n`` for int32 n in [-126, 127], written into a float's exponent bits."""
+    return tirx.reinterpret("float32", (n + tirx.const(127, "int32")) << 23)
+
+
+def _exp_core(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``e^x`` with x clamped to [-87, 88.37], so the result is always a normal float: what
+    the functions built on it want (no denormal slow paths, no inf); ``exp`` has exact ends."""
     if dtype_of(x) != "float32":
         return tirx.exp(x)
-    # No let-bindings here: an inlined consumer that reads this value twice would define the
-    # same let variable twice, which TIR rejects; LLVM removes the repeated subexpressions.
-    x = tirx.max(tirx.min(x, _const(88.3762626647949, x)), _const(-87.0, x))
-    t = x * _const(LOG2E, x)
-    n = tirx.floor(t + _const(0.5, x))
-    r = (t - n) * _const(LN2, x)
-    p = _const(1.0 / 5040.0, x)
-    for c in (1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0):
-        p = p * r + _const(c, x)
-    scale = tirx.reinterpret("float32", (n.astype("int32") + 127) << 23)
-    return p * scale
+    # max/min read x once (a NaN-keeping select reads it twice, doubling every tree built
+    # on this one): NaN comes out as a finite value here, as from the clamp it always had
+    p, n = _exp_reduced(tirx.max(tirx.min(x, _const(88.3762626647949, x)), _const(-87.0, x)))
+    return p * _pow2(n)
 
 
 def sigmoid(x: tirx.PrimExpr) -> tirx.PrimExpr:
@@ -66,16 +87,23 @@ def sigmoid(x: tirx.PrimExpr) -> tirx.PrimExpr:
 
 
 def tanh(x: tirx.PrimExpr) -> tirx.PrimExpr:
-    """``tanh x = sign(x) (1 - 2 / (e^(2|x|) + 1))``, and ``x - x^3/3`` near 0 where that
-    form cancels; absolute error below 1.2e-7."""
+    """``tanh x = sign(x) (1 - 2 / (e^(2|x|) + 1))``, and below |x| = 0.625, where that form
+    cancels, Cephes' odd polynomial; relative error below 3e-7."""
     if dtype_of(x) != "float32":
         return tirx.tanh(x)
+    return _tanh32(x)
+
+
+def _tanh32(x: tirx.PrimExpr) -> tirx.PrimExpr:
     ax = tirx.abs(x)
     one = _const(1.0, x)
     # tanh(9) = 1 - 3e-8: clamping there keeps 2 / (e^(2|x|) + 1) out of the denormal range,
     # where every operation takes a slow microcode assist
     t = one - _const(2.0, x) / (_exp_core(tirx.min(ax, _const(9.0, x)) * _const(2.0, x)) + one)
-    t = tirx.Select(ax < _const(0.02, x), ax * (one - ax * ax * _const(1.0 / 3.0, x)), t)
+    z = ax * ax
+    small = _poly(z, (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1,
+                      -3.33332819422e-1)) * z * ax + ax
+    t = tirx.Select(ax < _const(0.625, x), small, t)
     return tirx.Select(x < _const(0.0, x), -t, t)
 
 
@@ -84,6 +112,10 @@ def erf(x: tirx.PrimExpr) -> tirx.PrimExpr:
     ``t = 1 / (1 + p|x|)``; absolute error below 1.5e-7."""
     if dtype_of(x) != "float32":
         return tirx.erf(x)
+    return _erf32(x)
+
+
+def _erf32(x: tirx.PrimExpr) -> tirx.PrimExpr:
     ax = tirx.abs(x)
     t = _const(1.0, x) / (_const(1.0, x) + _const(0.3275911, x) * ax)
     poly = _const(1.061405429, x)
@@ -105,10 +137,12 @@ def gelu_tanh(x: tirx.PrimExpr) -> tirx.PrimExpr:
 # -- helpers --------------------------------------------------------------------------------------
 def _poly(z: tirx.PrimExpr, coeffs: tuple[float, ...]) -> tirx.PrimExpr:
     """Horner's rule: ``coeffs[0] z^(k-1) + ... + coeffs[-1]``."""
-    p = _const(coeffs[0], z)
-    for c in coeffs[1:]:
-        p = p * z + _const(c, z)
-    return p
+    def horner(z: tirx.PrimExpr) -> tirx.PrimExpr:
+        p = _const(coeffs[0], z)
+        for c in coeffs[1:]:
+            p = p * z + _const(c, z)
+        return p
+    return horner(z)
 
 
 def _copysign(mag: tirx.PrimExpr, x: tirx.PrimExpr) -> tirx.PrimExpr:
@@ -134,12 +168,12 @@ def float32_form(fn: Callable[[tirx.PrimExpr], tirx.PrimExpr],
 
 # -- exponentials and logarithms -----------------------------------------------------------------
 def _exp32(x: tirx.PrimExpr) -> tirx.PrimExpr:
-    """``e^x``, with the ends exact: +inf above 88.72, 0 below -87.34 (where the result would
-    be a denormal: flushed), NaN for NaN."""
-    y = _exp_core(x)
-    y = tirx.Select(x > _const(EXP_OVERFLOW, x), _const(math.inf, x), y)
-    y = tirx.Select(x < _const(EXP_UNDERFLOW, x), _const(0.0, x), y)
-    return tirx.Select(tirx.isnan(x), x, y)
+    """``e^x`` over the whole float range: 2^n is applied as ``2^(n//2) 2^(n - n//2)``, two
+    normal factors, so the product overflows to inf past 88.72 and goes through the denormals
+    to 0 below -87.3 as IEEE arithmetic does. The clamp to [-104, 89] keeps n in range."""
+    p, n = _exp_reduced(tirx.max(tirx.min(x, _const(89.0, x)), _const(-104.0, x)))
+    half = n >> 1
+    return tirx.Select(tirx.isnan(x), x, p * _pow2(half) * _pow2(n - half))
 
 
 exp = float32_form(_exp32, tirx.exp)
@@ -153,6 +187,16 @@ def _expm1_32(x: tirx.PrimExpr) -> tirx.PrimExpr:
 
 
 expm1 = float32_form(_expm1_32, lambda x: tirx.exp(x) - tirx.const(1, dtype_of(x)))
+
+
+def _log1p_poly(f: tirx.PrimExpr, lo: tirx.PrimExpr) -> tirx.PrimExpr:
+    """Cephes' ``log(1 + f)`` for f in [sqrt(1/2) - 1, sqrt(2) - 1): ``f - f^2/2 + f^3 P(f)``
+    with P of degree 8; ``lo`` (a small correction term) is added before the large ones."""
+    z = f * f
+    y = f * z * _poly(f, (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
+                          1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
+                          3.3333331174e-1))
+    return f + (y + lo - _const(0.5, f) * z)
 
 
 def _log32(x: tirx.PrimExpr) -> tirx.PrimExpr:
@@ -172,35 +216,37 @@ def _log32(x: tirx.PrimExpr) -> tirx.PrimExpr:
     below = m < _const(math.sqrt(0.5), x)
     e = tirx.Select(below, e - _const(1.0, x), e)
     f = tirx.Select(below, m + m, m) - _const(1.0, x)
-    z = f * f
-    y = f * z * _poly(f, (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
-                          1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
-                          3.3333331174e-1))
-    y = y + e * _const(-2.12194440e-4, x) - _const(0.5, x) * z
-    y = f + y + e * _const(0.693359375, x)
+    y = _log1p_poly(f, e * _const(-2.12194440e-4, x)) + e * _const(0.693359375, x)
     y = tirx.Select(x == _const(math.inf, x), x, y)
     y = tirx.Select(x == _const(0.0, x), _const(-math.inf, x), y)
-    return tirx.Select(x < _const(0.0, x), _const(math.nan, x), y)   # NaN stays NaN in y
+    return tirx.Select(x >= _const(0.0, x), y, _const(math.nan, x))   # NaN fails >= too
 
 
 log = float32_form(_log32, tirx.log)
 
 
 def _log1p32(y: tirx.PrimExpr) -> tirx.PrimExpr:
-    """``log(1 + y)`` for y > -1 without losing small y: ``log(u) * y / (u - 1)`` with
-    ``u = 1 + y`` divides out the rounding of u (Goldberg's trick); y where u rounds to 1."""
-    one = _const(1.0, y)
-    u = y + one
-    r = tirx.Select(u == one, y, _log32(u) * (y / (u - one)))
-    return tirx.Select(y == _const(math.inf, y), y, r)
+    """``log(1 + y)`` for y > -1 without losing small y: where 1 + y lies in
+    [sqrt(1/2), sqrt(2)) the log polynomial takes y itself (1 + y would round it), else log.
+
+    (Goldberg's ``log(u) * y / (u - 1)`` does not survive here: TVM's simplifier folds
+    ``(y + 1) - 1`` to y.)"""
+    near = tirx.And(y > _const(math.sqrt(0.5) - 1.0, y), y < _const(math.sqrt(2.0) - 1.0, y))
+    return tirx.Select(near, _log1p_poly(y, _const(0.0, y)), _log32(y + _const(1.0, y)))
 
 
 log1p = float32_form(_log1p32, tirx.log1p)
 
 
 def _softplus32(x: tirx.PrimExpr) -> tirx.PrimExpr:
-    """``log(1 + e^x) = max(x, 0) + log1p(e^-|x|)``: no overflow, full precision both ways."""
-    return tirx.max(x, _const(0.0, x)) + _log1p32(_exp_core(-tirx.abs(x)))
+    """``log(1 + e^x) = max(x, 0) + log1p(e)`` with ``e = e^-|x|`` in (0, 1]: no overflow,
+    full precision both ways. log1p(e) is the log polynomial at e, or for e > sqrt(2) - 1
+    at ``(e - 1) / 2`` (exact) plus ln 2: one polynomial, a shallow tree to compile."""
+    e = _exp_core(-tirx.abs(x))
+    near = e < _const(math.sqrt(2.0) - 1.0, x)
+    f = tirx.Select(near, e, (e - _const(1.0, x)) * _const(0.5, x))
+    tail = _log1p_poly(f, _const(0.0, x)) + tirx.Select(near, _const(0.0, x), _const(LN2, x))
+    return tirx.Select(tirx.isnan(x), x, tirx.max(x, _const(0.0, x)) + tail)
 
 
 softplus = float32_form(
@@ -210,10 +256,11 @@ softplus = float32_form(
 
 def _mish32(x: tirx.PrimExpr) -> tirx.PrimExpr:
     """``x tanh(softplus(x)) = x n / (n + 2)`` with ``n = e^x (e^x + 2)``: one exp, no tanh.
-    For x > 20, n / (n + 2) is 1 in float32, so x is clamped there to keep n finite."""
+    For x > 20, n / (n + 2) is 1 in float32, so x is clamped there to keep n finite; below
+    -100 the result is -0 (x e^x), which the formula would make NaN at -inf."""
     e = _exp_core(tirx.min(x, _const(20.0, x)))
     n = e * (e + _const(2.0, x))
-    return x * (n / (n + _const(2.0, x)))
+    return tirx.Select(x < _const(-100.0, x), _const(-0.0, x), x * (n / (n + _const(2.0, x))))
 
 
 def _mish64(x: tirx.PrimExpr) -> tirx.PrimExpr:
@@ -234,13 +281,19 @@ _COS = (2.443315711809948e-5, -1.388731625493765e-3, 4.166664568298827e-2)
 
 
 def _reduce_pio2(x: tirx.PrimExpr) -> tuple[tirx.PrimExpr, tirx.PrimExpr, tirx.PrimExpr]:
-    """``x = j pi/2 + r`` with |r| <= pi/4: (sin r, cos r, j mod 4 as int32)."""
+    """``x = j pi/2 + r`` with |r| <= pi/4: (sin r, cos r, j mod 4 as int32).
+
+    j mod 4 is taken in floats (exact for any float j), since j itself overflows an int32
+    past 1e9; r is clamped to [-pi/4, pi/4], which only acts past the reduction's accurate
+    range (|x| > 1e5), so the result stays bounded there; inf and NaN give NaN."""
     j = tirx.nearbyint(x * _const(2.0 / PI, x))
     r = ((x - j * _const(_PIO2_1, x)) - j * _const(_PIO2_2, x)) - j * _const(_PIO2_3, x)
+    r = fmax(fmin(r, PI / 4), -PI / 4)
+    q = j - _const(4.0, x) * tirx.floor(j * _const(0.25, x))
     z = r * r
     s = r + r * z * _poly(z, _SIN)
     c = _const(1.0, x) - _const(0.5, x) * z + z * z * _poly(z, _COS)
-    return s, c, j.astype("int32") & tirx.const(3, "int32")
+    return s, c, q.astype("int32")
 
 
 def _quadrant(s: tirx.PrimExpr, c: tirx.PrimExpr, q: tirx.PrimExpr) -> tirx.PrimExpr:
@@ -325,19 +378,24 @@ acos = float32_form(_acos32, tirx.acos)
 # -- hyperbolic functions ------------------------------------------------------------------------
 def _sinh32(x: tirx.PrimExpr) -> tirx.PrimExpr:
     """Cephes ``sinhf``: a degree-7 odd polynomial for |x| <= 1, where ``(e^x - e^-x) / 2``
-    cancels; that form beyond (with e^-x = 1 / e^x, inf past 88.7)."""
+    cancels; that form beyond."""
     a = tirx.abs(x)
     z = a * a
     small = _poly(z, (2.03721912945e-4, 8.33028376239e-3, 1.66667160211e-1)) * z * a + a
-    e = _exp32(a)
-    big = _const(0.5, x) * e - _const(0.5, x) / e
-    return _copysign(tirx.Select(a > _const(1.0, x), big, small), x)
+    h = _exp32(a * _const(0.5, x))
+    return _copysign(tirx.Select(a > _const(1.0, x), _half_exp_pair(h, -1.0), small), x)
+
+
+def _half_exp_pair(h: tirx.PrimExpr, sign: float) -> tirx.PrimExpr:
+    """``e^a / 2 + sign e^-a / 2`` from ``h = e^(a/2)``: as ``(h/2) h``, which stays finite up
+    to a = 89.4 where ``e^a`` alone overflows at 88.7."""
+    half = _const(0.5, h)
+    return (half * h) * h + _const(sign, h) * ((half / h) / h)
 
 
 def _cosh32(x: tirx.PrimExpr) -> tirx.PrimExpr:
     """``(e^|x| + e^-|x|) / 2``; no cancellation, so no special form near 0."""
-    e = _exp32(tirx.abs(x))
-    return _const(0.5, x) * e + _const(0.5, x) / e
+    return _half_exp_pair(_exp32(tirx.abs(x) * _const(0.5, x)), 1.0)
 
 
 def _asinh32(x: tirx.PrimExpr) -> tirx.PrimExpr:
@@ -355,7 +413,8 @@ def _acosh32(x: tirx.PrimExpr) -> tirx.PrimExpr:
     ``log x + ln 2`` for x > 1e4; x < 1 gives NaN (a negative sqrt)."""
     t = x - _const(1.0, x)
     near = _log1p32(t + tirx.sqrt(t * (x + _const(1.0, x))))
-    return tirx.Select(x > _const(1e4, x), _log32(x) + _const(LN2, x), near)
+    y = tirx.Select(x > _const(1e4, x), _log32(x) + _const(LN2, x), near)
+    return tirx.Select(x < _const(1.0, x), _const(math.nan, x), y)
 
 
 def _atanh32(x: tirx.PrimExpr) -> tirx.PrimExpr:
