@@ -1,2 +1,315 @@
 """Transformer ops of opsets 23-24 (Attention, RotaryEmbedding, RMSNormalization, ...), lowered
-onto kiln ops."""
+onto kiln ops.
+
+None of these has a kiln op of its own: each is written with matmul, softmax, rms_norm and
+elementwise / movement ops, so that every piece is compiled by the existing fused, scheduled
+kernels. Masks that depend only on shapes (causal, sliding window, padding of a short mask) are
+built at import as NumPy constants; those that depend on run-time data (``nonpad_kv_seqlen``, a
+mask input) are kiln ops. Semantics follow onnx's reference implementations
+(``onnx/reference/ops/op_attention.py`` and its neighbours), fully-masked rows included.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from kiln.errors import ModelError
+from kiln.frontend.onnx.context import (
+    Context,
+    onnx_dtype,
+    onnx_op,
+    reshape,
+    static_dim,
+)
+from kiln.ir.dtype import DType
+from kiln.ir.graph import Value
+from kiln.ir.types import format_shape, normalize_axis
+
+
+def _wants(node: onnx.NodeProto, k: int) -> bool:
+    """Whether the node's optional output ``k`` is requested."""
+    return len(node.output) > k and bool(node.output[k])
+
+
+# -- RMSNormalization, SwiGLU -------------------------------------------------------------------
+@onnx_op("RMSNormalization")
+def _rms_normalization(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    x, scale = ctx.required(0), ctx.required(1)
+    axis = normalize_axis(ctx.attr("axis", -1), x.type.rank)
+    if ctx.attr("stash_type", 1) != 1:
+        raise ModelError(f"stash_type {ctx.attr('stash_type')} is not supported (only 1: "
+                         "float32 statistics)")
+    tail = x.shape[axis:]
+    if scale.shape != tail:     # Scale broadcasts to the normalised dims; rms_norm wants them
+        scale = ctx.emit("broadcast_to", [scale], shape=tail)
+    if scale.shape != tail:
+        raise ModelError(f"Scale {scale.type} does not broadcast to {format_shape(tail)}")
+    if scale.dtype != x.dtype:
+        scale = ctx.emit("cast", [scale], dtype=x.dtype)
+    return [ctx.emit("rms_norm", [x, scale], axis=axis, epsilon=ctx.attr("epsilon", 1e-5))]
+
+
+@onnx_op("SwiGLU")
+def _swiglu(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    a, b = ctx.required(0), ctx.required(1)
+    if a.shape != b.shape:
+        raise ModelError(f"SwiGLU needs A and B of one shape, got {a.type} and {b.type}")
+    gate = ctx.emit("swish", [a], alpha=float(ctx.attr("alpha", 1.0)))
+    return [ctx.emit("mul", [gate, b])]
+
+
+# -- RotaryEmbedding ----------------------------------------------------------------------------
+def _take_last(ctx: Context, x: Value, start: int, end: int, step: int = 1) -> Value:
+    axis = x.type.rank - 1
+    return ctx.emit("slice", [x], axes=(axis,), starts=(start,), ends=(end,), steps=(step,))
+
+
+@onnx_op("RotaryEmbedding")
+def _rotary_embedding(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    x, cos, sin, pos = ctx.required(0), ctx.required(1), ctx.required(2), ctx.input(3)
+    rank = x.type.rank
+    # work in x's own layout: [B, H, S, D] (4-D) or [B, S, H, D] (3-D, split into heads)
+    if rank == 4:
+        head_size = static_dim(x, 3, "RotaryEmbedding")
+        xs = x
+    elif rank == 3:
+        heads = int(ctx.attr("num_heads", 0))
+        hidden = static_dim(x, 2, "RotaryEmbedding")
+        if heads <= 0 or hidden % heads:
+            raise ModelError(f"3-D RotaryEmbedding needs num_heads dividing {hidden}, got "
+                             f"num_heads={heads}")
+        head_size = hidden // heads
+        xs = reshape(ctx, x, (x.shape[0], x.shape[1], heads, head_size))
+    else:
+        raise ModelError(f"RotaryEmbedding needs a 3-D or 4-D input, got {x.type}")
+    rot = int(ctx.attr("rotary_embedding_dim", 0)) or head_size
+    if rot % 2 or rot > head_size:
+        raise ModelError(f"rotary_embedding_dim {rot} must be even and <= head size {head_size}")
+    half = rot // 2
+    if pos is not None:       # caches are [max_pos, rot/2]: pick the rows of each position
+        cos = ctx.emit("gather", [cos, pos], axis=0)
+        sin = ctx.emit("gather", [sin, pos], axis=0)
+    if cos.type.rank != 3 or cos.shape[-1] != half or sin.shape != cos.shape:
+        raise ModelError(f"cos/sin caches must be [batch, seq, {half}], got {cos.type} and "
+                         f"{sin.type}")
+    # [B, S, half] -> broadcastable against the head axis of x's layout
+    cache_shape = ((cos.shape[0], 1, cos.shape[1], half) if rank == 4
+                   else (cos.shape[0], cos.shape[1], 1, half))
+    cos, sin = reshape(ctx, cos, cache_shape), reshape(ctx, sin, cache_shape)
+    if cos.dtype != x.dtype:
+        cos, sin = (ctx.emit("cast", [c], dtype=x.dtype) for c in (cos, sin))
+    interleaved = bool(ctx.attr("interleaved", 0))
+    if interleaved:
+        x1, x2 = _take_last(ctx, xs, 0, rot, 2), _take_last(ctx, xs, 1, rot, 2)
+    else:
+        x1, x2 = _take_last(ctx, xs, 0, half), _take_last(ctx, xs, half, rot)
+    real = ctx.emit("sub", [ctx.emit("mul", [cos, x1]), ctx.emit("mul", [sin, x2])])
+    imag = ctx.emit("add", [ctx.emit("mul", [sin, x1]), ctx.emit("mul", [cos, x2])])
+    if interleaved:   # re-interleave: [..., half, 2] -> [..., rot]
+        pair_shape = (*real.shape, 1)
+        pairs = ctx.emit("concat", [reshape(ctx, real, pair_shape),
+                                    reshape(ctx, imag, pair_shape)], axis=rank)
+        rotated = reshape(ctx, pairs, (*real.shape[:-1], rot))
+    else:
+        rotated = ctx.emit("concat", [real, imag], axis=3)
+    if rot < head_size:
+        rotated = ctx.emit("concat", [rotated, _take_last(ctx, xs, rot, head_size)], axis=3)
+    return [reshape(ctx, rotated, x.shape)]
+
+
+# -- Attention ----------------------------------------------------------------------------------
+def _split_heads(ctx: Context, x: Value, heads: int, what: str) -> Value:
+    """[B, S, H*D] -> [B, H, S, D]."""
+    hidden = static_dim(x, 2, "Attention")
+    if heads <= 0 or hidden % heads:
+        raise ModelError(f"3-D Attention: {what} hidden size {hidden} is not divisible by "
+                         f"the number of heads {heads}")
+    x = reshape(ctx, x, (x.shape[0], x.shape[1], heads, hidden // heads))
+    return ctx.emit("transpose", [x], perm=(0, 2, 1, 3))
+
+
+def _repeat_heads(ctx: Context, x: Value, reps: int) -> Value:
+    """Repeat each head ``reps`` times in place ([h0, h0, h1, h1, ...]) for grouped-query
+    attention: [B, H, S, D] -> [B, H*reps, S, D]."""
+    if reps == 1:
+        return x
+    b, h, s, d = x.shape
+    x5 = reshape(ctx, x, (b, h, 1, s, d))
+    x5 = ctx.emit("broadcast_to", [x5], shape=(b, h, reps, s, d))
+    return reshape(ctx, x5, (b, h * reps if isinstance(h, int) else -1, s, d))
+
+
+def _band_bias(ctx: Context, sq: int, skv: int, offset: int | Value, lo: int | None,
+               hi: int | None, dtype: DType) -> Value:
+    """Additive bias (0 where allowed, -inf elsewhere) of the band ``lo <= i + offset - j <=
+    hi`` (None: unbounded) between query ``i`` and key ``j``. A scalar offset gives a [Sq, Skv]
+    constant; a per-batch one (an int64 [B] value) a [B, 1, Sq, Skv] tensor computed at run
+    time."""
+    diff = np.arange(sq).reshape(sq, 1) - np.arange(skv).reshape(1, skv)
+    neg_inf = np.array(-np.inf, dtype=dtype.np)
+    if isinstance(offset, int):
+        d = diff + offset
+        ok = np.ones_like(d, dtype=bool)
+        if lo is not None:
+            ok &= d >= lo
+        if hi is not None:
+            ok &= d <= hi
+        return ctx.constant(np.where(ok, np.zeros((), dtype.np), neg_inf))
+    off = reshape(ctx, offset, (offset.shape[0], 1, 1, 1))
+    d = ctx.emit("add", [ctx.constant(diff.astype(offset.dtype.np)), off])
+    ok: Value | None = None
+    for bound, op in ((lo, "greater_equal"), (hi, "less_equal")):
+        if bound is None:
+            continue
+        cmp = ctx.emit(op, [d, ctx.scalar(bound, d)])
+        ok = cmp if ok is None else ctx.emit("logical_and", [ok, cmp])
+    assert ok is not None
+    zero = ctx.constant(np.zeros((), dtype.np))
+    return ctx.emit("where", [ok, zero, ctx.constant(neg_inf)])
+
+
+def _add_bias(ctx: Context, bias: Value | None, term: Value) -> Value:
+    return term if bias is None else ctx.emit("add", [bias, term])
+
+
+def _mask_bias(ctx: Context, mask: Value, skv: int, dtype: DType) -> Value:
+    """The attn_mask input as an additive bias over all ``skv`` keys: a bool mask becomes
+    0 / -inf, and a mask shorter than the keys is padded with masked (-inf) columns."""
+    last = mask.shape[-1]
+    if not isinstance(last, int) or last > skv:
+        raise ModelError(f"attn_mask {mask.type} must have at most {skv} (static) key columns")
+    neg_inf = np.array(-np.inf, dtype=dtype.np)
+    if mask.dtype == DType.bool:
+        mask = ctx.emit("where", [mask, ctx.constant(np.zeros((), dtype.np)),
+                                  ctx.constant(neg_inf)])
+    elif mask.dtype != dtype:
+        mask = ctx.emit("cast", [mask], dtype=dtype)
+    if last < skv:
+        lead = [d for d in mask.shape[:-1]]
+        if not all(isinstance(d, int) for d in lead):
+            raise ModelError(f"attn_mask {mask.type} shorter than the keys needs static dims")
+        pad = ctx.constant(np.full((*lead, skv - last), -np.inf, dtype=dtype.np))
+        mask = ctx.emit("concat", [mask, pad], axis=mask.type.rank - 1)
+    return mask
+
+
+def _float_dtype_attr(ctx: Context, name: str) -> DType | None:
+    code = ctx.attr(name)
+    if code is None:
+        return None
+    dtype = onnx_dtype(int(code), f"attribute {name}")
+    if not dtype.is_float:
+        raise ModelError(f"{name} must be a floating-point type, got "
+                         f"{helper.tensor_dtype_to_string(int(code))}")
+    return dtype
+
+
+@onnx_op("Attention")
+def _attention(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    q, k, v = ctx.required(0), ctx.required(1), ctx.required(2)
+    mask, past_k, past_v = ctx.input(3), ctx.input(4), ctx.input(5)
+    nonpad = ctx.input(6)
+    if (past_k is None) != (past_v is None):
+        raise ModelError("past_key and past_value must be given together")
+    if nonpad is not None and past_k is not None:
+        raise ModelError("nonpad_kv_seqlen cannot be combined with past_key/past_value")
+    rank = q.type.rank
+    if rank == 3:
+        hq, hkv = ctx.attr("q_num_heads"), ctx.attr("kv_num_heads")
+        if hq is None or hkv is None:
+            raise ModelError("3-D Attention needs the q_num_heads and kv_num_heads attributes")
+        q = _split_heads(ctx, q, int(hq), "Q")
+        k = _split_heads(ctx, k, int(hkv), "K")
+        v = _split_heads(ctx, v, int(hkv), "V")
+    elif rank != 4:
+        raise ModelError(f"Attention needs 3-D or 4-D Q, K, V, got {q.type}")
+    if k.type.rank != 4 or v.type.rank != 4:
+        raise ModelError(f"Q, K and V must have one rank, got {q.type}, {k.type}, {v.type}")
+    dtype = q.dtype
+    n_q = static_dim(q, 1, "Attention")
+    n_kv = static_dim(k, 1, "Attention")
+    if n_q % n_kv or v.shape[1] != n_kv:
+        raise ModelError(f"{n_q} query heads cannot be grouped over {n_kv} key/value heads")
+    head_size = static_dim(q, 3, "Attention")
+
+    # the scale is applied as sqrt(scale) to both Q and K, cast to Q's dtype, as the reference
+    scale = ctx.attr("scale")
+    scale = 1.0 / math.sqrt(head_size) if scale is None else float(scale)
+    root = ctx.constant(np.array(np.sqrt(scale), dtype=dtype.np))
+
+    present_k, present_v = k, v
+    past_len = 0
+    if past_k is not None and past_v is not None:
+        past_len = static_dim(past_k, 2, "Attention past_key")
+        present_k = ctx.emit("concat", [past_k, k], axis=2)
+        present_v = ctx.emit("concat", [past_v, v], axis=2)
+    sq = static_dim(q, 2, "Attention")
+    skv = static_dim(present_k, 2, "Attention")
+
+    # additive bias: attn_mask, causal band, sliding window, key padding
+    bias = None if mask is None else _mask_bias(ctx, mask, skv, dtype)
+    offset: int | Value = past_len
+    if nonpad is not None:
+        if nonpad.type.rank != 1:
+            raise ModelError(f"nonpad_kv_seqlen must be 1-D [batch], got {nonpad.type}")
+        nonpad = ctx.emit("cast", [nonpad], dtype=DType.int64) \
+            if nonpad.dtype != DType.int64 else nonpad
+        offset = ctx.emit("sub", [nonpad, ctx.scalar(sq, nonpad)])
+    if ctx.attr("is_causal", 0):
+        bias = _add_bias(ctx, bias, _band_bias(ctx, sq, skv, offset, 0, None, dtype))
+    left, right = int(ctx.attr("left_window_size", -1)), int(ctx.attr("right_window_size", -1))
+    if left >= 0 or right >= 0:
+        window = _band_bias(ctx, sq, skv, offset, -right if right >= 0 else None,
+                            left if left >= 0 else None, dtype)
+        bias = _add_bias(ctx, bias, window)
+    if nonpad is not None:
+        keys = ctx.constant(np.arange(skv, dtype=np.int64))
+        valid = ctx.emit("less", [keys, reshape(ctx, nonpad, (nonpad.shape[0], 1))])
+        pad_bias = ctx.emit("where", [valid, ctx.constant(np.zeros((), dtype.np)),
+                                      ctx.constant(np.array(-np.inf, dtype.np))])
+        bias = _add_bias(ctx, bias, reshape(ctx, pad_bias, (nonpad.shape[0], 1, 1, skv)))
+
+    reps = n_q // n_kv
+    k_t = ctx.emit("transpose", [_repeat_heads(ctx, present_k, reps)], perm=(0, 1, 3, 2))
+    scores = ctx.emit("matmul", [ctx.emit("mul", [q, root]), ctx.emit("mul", [k_t, root])])
+    softcap = float(ctx.attr("softcap", 0.0))
+    if softcap > 0:
+        cap = ctx.scalar(softcap, scores)
+        scores = ctx.emit("mul", [ctx.emit("tanh", [ctx.emit("div", [scores, cap])]), cap])
+    biased = scores if bias is None else ctx.emit("add", [scores, bias])
+
+    precision = _float_dtype_attr(ctx, "softmax_precision") or dtype
+    logits = biased if precision == dtype else ctx.emit("cast", [biased], dtype=precision)
+    probs = ctx.emit("softmax", [logits], axis=-1)
+    # a row whose bias is all -inf attends to nothing: its probabilities are 0 (not NaN)
+    if bias is not None:
+        # (tested as "every element is -inf" rather than "the max is -inf": a max reduction
+        # may start from the lowest finite value)
+        # (in float32: the float16 is_inf kernel does not lower)
+        b32 = bias if dtype != DType.float16 else ctx.emit("cast", [bias], dtype=DType.float32)
+        neg_inf = ctx.emit("is_inf", [b32], detect_positive=False, detect_negative=True)
+        ones = ctx.emit("cast", [neg_inf], dtype=DType.float32)
+        all_inf = ctx.emit("reduce_min", [ones], axes=(-1,), keepdims=True)
+        masked_row = ctx.emit("greater", [all_inf, ctx.scalar(0.5, all_inf)])
+        if not (masked_row.is_constant and not masked_row.data.any()):
+            zero = ctx.constant(np.zeros((), precision.np))
+            probs = ctx.emit("where", [masked_row, zero, probs])
+    if precision != dtype:
+        probs = ctx.emit("cast", [probs], dtype=dtype)
+
+    y = ctx.emit("matmul", [probs, _repeat_heads(ctx, present_v, reps)])
+    if rank == 3:
+        y = ctx.emit("transpose", [y], perm=(0, 2, 1, 3))
+        y = reshape(ctx, y, (y.shape[0], y.shape[1], n_q * static_dim(y, 3, "Attention")))
+    outs = [y, present_k, present_v]
+    if _wants(node, 3):
+        mode = int(ctx.attr("qk_matmul_output_mode", 0))
+        if mode not in (0, 1, 2, 3):
+            raise ModelError(f"qk_matmul_output_mode {mode} is not one of 0, 1, 2, 3")
+        # 0 and 1: the (soft-capped) Q K^T; 2: with the bias added; 3: the probabilities
+        outs.append({0: scores, 1: scores, 2: biased, 3: probs}[mode])
+    return outs
