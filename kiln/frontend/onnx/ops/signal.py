@@ -145,6 +145,9 @@ def _dft_matrix(n_in: int, comps: int, length: int, inverse: bool, onesided: boo
     return m.reshape(n_in * comps, bins * out_comps)
 
 
+_DFT_MAX = 1 << 24     # elements of the constant DFT matrix (64 MiB of float32)
+
+
 def _dft(ctx: Context, x: Value, axis: int, length: int | None, inverse: bool,
          onesided: bool) -> Value:
     rank = x.type.rank
@@ -158,6 +161,11 @@ def _dft(ctx: Context, x: Value, axis: int, length: int | None, inverse: bool,
         length = 2 * (n_in - 1) if (inverse and onesided) else n_in
     if length < 1:
         raise ModelError(f"DFT length must be positive, got {length}")
+    cols = (length if inverse and onesided else
+            (length // 2 + 1 if onesided else length) * 2)
+    if n_in * comps * cols > _DFT_MAX:
+        raise ModelError(f"DFT of length {length} over {n_in} inputs: kiln multiplies by a "
+                         f"constant {n_in * comps}x{cols} matrix, more than {_DFT_MAX} elements")
     m = _dft_matrix(n_in, comps, length, inverse, onesided).astype(x.dtype.np)
     # move the transformed axis next to the complex dim, flatten both, multiply
     perm = [d for d in range(rank - 1) if d != axis] + [axis, rank - 1]
