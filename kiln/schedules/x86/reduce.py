@@ -60,8 +60,12 @@ def schedule_row_reduction(sch: s_tir.Schedule, row_rank: int, lanes: int) -> No
     # arg_max or a log-sum-exp writes one value per row however long the row is
     sizes = [total_extent(sch, sch.get_loops(b)) for b in blocks(sch)]
     work = None if None in sizes else max(sizes, default=0)
-    partials = {p for b in blocks(sch) if is_reduction(sch, b)
-                if (p := _rfactor_lanes(sch, b, lanes)) is not None}
+    reductions = [b for b in blocks(sch) if is_reduction(sch, b)]
+    # A reduction to a scalar (no row axes) stays one scalar loop: TVM 0.27's rfactor fails
+    # on rank-0 blocks ("block_realize == old_block_realize_"). Rare in inference (losses).
+    if row_rank == 0:
+        reductions = []
+    partials = {p for b in reductions if (p := _rfactor_lanes(sch, b, lanes)) is not None}
     (out,) = output_blocks(sch)
     loops = sch.get_loops(out)
     # when the output is itself the (cross-lane) reduction, its loops past the rows reduce

@@ -88,3 +88,16 @@ def test_l2_norm_is_one_kernel() -> None:
     g.output(y)
     assert len(lower_graph(g).kernels) == 1
     assert_matches_reference(g)
+
+
+@pytest.mark.parametrize("shape", [(64,), (12,), (3, 64), (15,)])
+def test_reductions_to_a_scalar(shape: tuple[int, ...]) -> None:
+    """Full reductions (rank-0 outputs), alone and two in one kernel, as a mean loss is."""
+    g = kiln.Graph("scalar")
+    x, w = g.input("x", shape), g.input("w", shape)
+    g.output(kiln.ops.div(kiln.ops.sum(x), kiln.ops.sum(w)), kiln.ops.max(x))
+    feeds = {"x": np.random.default_rng(0).random(shape, np.float32) + 0.5,
+             "w": np.random.default_rng(1).random(shape, np.float32) + 0.5}
+    got = kiln.compile(g)(**feeds)
+    for out, ref in zip(got, kiln.run_reference(g, feeds), strict=True):
+        np.testing.assert_allclose(out, ref, rtol=1e-6)
