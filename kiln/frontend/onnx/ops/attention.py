@@ -313,3 +313,43 @@ def _attention(node: onnx.NodeProto, ctx: Context) -> list[Value]:
         # 0 and 1: the (soft-capped) Q K^T; 2: with the bias added; 3: the probabilities
         outs.append({0: scores, 1: scores, 2: biased, 3: probs}[mode])
     return outs
+
+
+# -- TensorScatter ------------------------------------------------------------------------------
+@onnx_op("TensorScatter")
+def _tensor_scatter(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    """Write ``update`` into the cache at per-batch offsets along ``axis``: cache position ``m``
+    of batch ``b`` takes ``update[s]`` for ``s = m - write_indices[b]`` (modulo the cache
+    length in circular mode) when ``0 <= s < update length``, else keeps the past value. Written
+    as a gather from ``update`` and a select, so it runs as one injective kernel."""
+    past, update, write = ctx.required(0), ctx.required(1), ctx.input(2)
+    rank = past.type.rank
+    axis = normalize_axis(ctx.attr("axis", -2), rank)
+    mode = ctx.attr("mode", "linear")
+    if mode not in ("linear", "circular"):
+        raise ModelError(f"TensorScatter mode {mode!r} is not 'linear' or 'circular'")
+    if axis == 0:
+        raise ModelError("TensorScatter axis 0 would scatter along the batch axis")
+    cache_len = static_dim(past, axis, "TensorScatter")
+    seq = static_dim(update, axis, "TensorScatter")
+    if seq > cache_len or update.type.rank != rank:
+        raise ModelError(f"update {update.type} does not fit the cache {past.type}")
+    at_axis = [1] * rank
+    at_axis[axis] = cache_len
+    m = ctx.constant(np.arange(cache_len, dtype=np.int64).reshape(at_axis))
+    if write is None:
+        s = m
+    else:
+        if write.dtype != DType.int64:
+            write = ctx.emit("cast", [write], dtype=DType.int64)
+        w = reshape(ctx, write, (write.shape[0], *([1] * (rank - 1))))
+        s = ctx.emit("sub", [m, w])
+    if mode == "circular":
+        s = ctx.emit("mod", [s, ctx.scalar(cache_len, s)])
+    valid = ctx.emit("logical_and", [ctx.emit("greater_equal", [s, ctx.scalar(0, s)]),
+                                     ctx.emit("less", [s, ctx.scalar(seq, s)])])
+    s = ctx.emit("where", [valid, s, ctx.scalar(0, s)])
+    idx = ctx.emit("broadcast_to", [s], shape=past.shape)
+    taken = ctx.emit("gather_elements", [update, idx], axis=axis)
+    return [ctx.emit("where", [ctx.emit("broadcast_to", [valid], shape=past.shape), taken,
+                               past])]
