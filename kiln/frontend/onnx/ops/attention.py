@@ -353,3 +353,45 @@ def _tensor_scatter(node: onnx.NodeProto, ctx: Context) -> list[Value]:
     taken = ctx.emit("gather_elements", [update, idx], axis=axis)
     return [ctx.emit("where", [ctx.emit("broadcast_to", [valid], shape=past.shape), taken,
                                past])]
+
+
+# -- CausalConvWithState ------------------------------------------------------------------------
+@onnx_op("CausalConvWithState")
+def _causal_conv_with_state(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    """Depthwise causal 1-D convolution over ``[past_state, input]`` (zeros when no state):
+    ``y[:, c, l] = sum_t padded[:, c, l + t] * w[c, 0, t]`` (+ bias), a sum of ``k`` shifted
+    slices that fuses into one elementwise kernel; the new state is the last ``k - 1``
+    columns of the padded input."""
+    x, w, bias, past = ctx.required(0), ctx.required(1), ctx.input(2), ctx.input(3)
+    activation = ctx.attr("activation", "none")
+    if activation not in ("none", "silu", "swish"):
+        raise ModelError(f"CausalConvWithState activation {activation!r} is not 'none', "
+                         "'silu' or 'swish'")
+    if x.type.rank != 3 or w.type.rank != 3 or w.shape[1] != 1:
+        raise ModelError(f"CausalConvWithState needs input [B, C, L] and weight [C, 1, k], got "
+                         f"{x.type} and {w.type}")
+    channels = static_dim(x, 1, "CausalConvWithState")
+    length = static_dim(x, 2, "CausalConvWithState")
+    k = static_dim(w, 2, "CausalConvWithState")
+    if k == 1:        # no history: the state is empty
+        padded = x
+    else:
+        if past is None:
+            zeros = ctx.constant(np.zeros((1, channels, k - 1), x.dtype.np))
+            past = ctx.emit("broadcast_to", [zeros], shape=(x.shape[0], channels, k - 1))
+        padded = ctx.emit("concat", [past, x], axis=2)
+    y: Value | None = None
+    for t in range(k):
+        tap = ctx.emit("slice", [w], axes=(2,), starts=(t,), ends=(t + 1,))
+        shifted = ctx.emit("slice", [padded], axes=(2,), starts=(t,), ends=(t + length,))
+        term = ctx.emit("mul", [shifted, reshape(ctx, tap, (channels, 1))])
+        y = term if y is None else ctx.emit("add", [y, term])
+    assert y is not None
+    if bias is not None:
+        y = ctx.emit("add", [y, reshape(ctx, bias, (channels, 1))])
+    if activation != "none":   # SiLU, evaluated in float32 as the reference does
+        y32 = y if y.dtype == DType.float32 else ctx.emit("cast", [y], dtype=DType.float32)
+        y32 = ctx.emit("swish", [y32], alpha=1.0)
+        y = y32 if y.dtype == DType.float32 else ctx.emit("cast", [y32], dtype=y.dtype)
+    state = ctx.emit("slice", [padded], axes=(2,), starts=(length,), ends=(length + k - 1,))
+    return [y, state]
