@@ -33,14 +33,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import multiprocessing as mp
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -53,20 +55,60 @@ from onnx.backend.base import Backend, BackendRep, Device, DeviceType, namedtupl
 
 from kiln.codegen.library import Library, set_num_threads
 from kiln.compiler import compile as kiln_compile
-from kiln.errors import InputError, KilnError, first_line
+from kiln.errors import ConstantInputError, InputError, KilnError, first_line
 
 # -- the backend --------------------------------------------------------------------------------
 
 
 class KilnRep(BackendRep):
-    """A model compiled by kiln, ready to run on inputs given in graph order or by name."""
+    """A model compiled by kiln, ready to run on inputs given in graph order or by name.
 
-    def __init__(self, library: Library, input_names: Sequence[str]) -> None:
-        self.library = library
+    kiln compiles shapes, axes, pads and the like as constants. When the model feeds one of
+    them as a graph input (ReduceSum's axes, Reshape's shape, Resize's scales), kiln cannot
+    compile it ahead of the values, so the rep compiles at ``run`` with those inputs bound to
+    the values given (``kiln.compile(..., constants=...)``) and keeps one library per set of
+    such values; ``bound`` names those inputs. Every other input stays a run-time input.
+    """
+
+    def __init__(self, model: onnx.ModelProto, target: Any,
+                 input_shapes: Mapping[str, Sequence[Any]] | None) -> None:
+        self.model = model
+        self._target, self._input_shapes = target, input_shapes
+        initializers = {t.name for t in model.graph.initializer}
         # the model's inputs (initializers excluded), in order: kiln may drop one no node reads
-        self.input_names = list(input_names)
-        self.output_names = [spec.name for spec in library.outputs]
+        self.input_names = [vi.name for vi in model.graph.input if vi.name not in initializers]
+        self.output_names = [vi.name for vi in model.graph.output]
         self._outputs = namedtupledict("Outputs", self.output_names)
+        self.bound: list[str] = []   # inputs compiled in as constants, as kiln asked for them
+        self._specialized: dict[tuple, Library] = {}
+        self.library: Library | None = None   # the library, when no input had to be bound
+        try:
+            self.library = self._compile({})
+        except ConstantInputError as e:   # compile at run time, when the value is known
+            self.bound.append(e.input_name)
+
+    def _compile(self, constants: Mapping[str, np.ndarray]) -> Library:
+        return kiln_compile(self.model, self._target, self._input_shapes, constants or None)
+
+    def _library_for(self, feeds: Mapping[str, Any]) -> Library:
+        """The library specialized to the values of the bound inputs in ``feeds``."""
+        while True:
+            missing = [n for n in self.bound if n not in feeds]
+            if missing:
+                raise InputError("missing input(s) " + ", ".join(map(repr, missing)))
+            constants = {n: np.asarray(feeds[n]) for n in self.bound}
+            key = tuple((n, a.dtype.str, a.shape, a.tobytes()) for n, a in constants.items())
+            if key in self._specialized:
+                return self._specialized[key]
+            try:
+                library = self._compile(constants)
+            except ConstantInputError as e:   # a further input kiln needs the value of
+                if e.input_name in self.bound or e.input_name not in self.input_names:
+                    raise
+                self.bound.append(e.input_name)
+                continue
+            self._specialized[key] = library
+            return library
 
     def run(self, inputs: Any, **kwargs: Any) -> tuple[np.ndarray, ...]:
         """Run on ``inputs`` (a list in graph-input order, a dict by name, or one array);
@@ -74,12 +116,13 @@ class KilnRep(BackendRep):
         if kwargs:
             raise KilnError(f"KilnRep.run takes no options, got {sorted(kwargs)}")
         feeds = self._feeds(inputs)
-        wanted = {spec.name for spec in self.library.inputs}
-        unknown = sorted(set(feeds) - set(self.input_names) - wanted)
+        unknown = sorted(set(feeds) - set(self.input_names))
         if unknown:
             raise InputError(f"unknown input(s) {', '.join(map(repr, unknown))} (the model's "
                              f"inputs are {', '.join(map(repr, self.input_names))})")
-        outputs = self.library(**{k: v for k, v in feeds.items() if k in wanted})
+        library = self.library if self.library is not None else self._library_for(feeds)
+        wanted = {spec.name for spec in library.inputs}
+        outputs = library(**{k: v for k, v in feeds.items() if k in wanted})
         return self._outputs(*outputs)
 
     def _feeds(self, inputs: Any) -> dict[str, Any]:
@@ -109,7 +152,8 @@ class KilnBackend(Backend):
     def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> KilnRep:
         """Compile ``model`` for ``kwargs.get("target", "x86")``; ``input_shapes`` (a dict)
         fixes dims the model leaves symbolic. Raises ``KilnError`` (``ModelError`` for what
-        kiln cannot import)."""
+        kiln cannot import). A model that feeds kiln's compile-time values (shapes, axes) as
+        inputs compiles at ``run``, bound to their values (see ``KilnRep``)."""
         if not cls.supports_device(device):
             raise KilnError(f"kiln's ONNX backend runs on CPU only, not on {device!r}")
         options = {"target": "x86", "input_shapes": None}
@@ -118,10 +162,7 @@ class KilnBackend(Backend):
             raise KilnError(f"KilnBackend.prepare: unknown option(s) {unknown} (it takes "
                             f"{sorted(options)})")
         options.update(kwargs)
-        library = kiln_compile(model, options["target"], options["input_shapes"])
-        initializers = {t.name for t in model.graph.initializer}
-        names = [vi.name for vi in model.graph.input if vi.name not in initializers]
-        return KilnRep(library, names)
+        return KilnRep(model, options["target"], options["input_shapes"])
 
     @classmethod
     def run_model(cls, model: onnx.ModelProto, inputs: Any, device: str = "CPU",
@@ -183,11 +224,13 @@ EXPECTATIONS_HEADER = """\
 
 @dataclass(frozen=True)
 class Verdict:
-    """How one node test went: ``status`` is passed, fails or excluded."""
+    """How one node test went: ``status`` is passed, fails or excluded; ``seconds`` to compile
+    and run it (nearly all of it compiling); ``bound``: inputs compiled in as constants."""
     name: str
     status: str
     reason: str = ""
-    compile_s: float = 0.0
+    seconds: float = 0.0
+    bound: tuple[str, ...] = ()
 
 
 def node_test_cases() -> dict[str, Any]:
@@ -281,23 +324,26 @@ def run_case(case: Any) -> Verdict:
     set, ``Runner.assert_similar_outputs`` with the case's rtol/atol) and say how it went."""
     from onnx.backend.test.runner import Runner
     start = time.perf_counter()
+
+    def verdict(status: str, reason: str = "", rep: KilnRep | None = None) -> Verdict:
+        bound = tuple(rep.bound) if rep is not None else ()
+        return Verdict(case.name, status, reason, time.perf_counter() - start, bound)
+
     try:
         rep = KilnBackend.prepare(case.model)
     except Exception as e:   # kiln's errors, and kiln's bugs: both are the case's reason
-        return Verdict(case.name, "fails", _error_reason(e), time.perf_counter() - start)
-    compile_s = time.perf_counter() - start
+        return verdict("fails", _error_reason(e))
     for inputs, expected in case.data_sets:
         expected = [_as_array(x) for x in expected]
         try:
             got = rep.run([_as_array(x) for x in inputs])
         except Exception as e:
-            return Verdict(case.name, "fails", _error_reason(e), compile_s)
+            return verdict("fails", _error_reason(e), rep)
         try:
             Runner.assert_similar_outputs(expected, got, rtol=case.rtol, atol=case.atol)
         except (AssertionError, TypeError):
-            return Verdict(case.name, "fails", _mismatch(expected, got, case.rtol, case.atol),
-                           compile_s)
-    return Verdict(case.name, "passed", "", compile_s)
+            return verdict("fails", _mismatch(expected, got, case.rtol, case.atol), rep)
+    return verdict("passed", "", rep)
 
 
 def _one_line(text: str, limit: int = 240) -> str:
@@ -352,7 +398,7 @@ def run_all(names: Sequence[str], jobs: int, timeout_s: float,
     or runs past ``timeout_s`` gets a crash:/timeout: verdict and a fresh worker."""
     ctx = mp.get_context("spawn")   # no fork of a process whose TVM may hold threads
     pending, verdicts = deque(names), []
-    shown, tty = 0, sys.stderr.isatty()
+    shown, tty, begun = 0, sys.stderr.isatty(), time.monotonic()
     slots = [_start(ctx) for _ in range(min(jobs, len(names)))]
     try:
         while pending or any(s.case for s in slots):
@@ -385,8 +431,8 @@ def run_all(names: Sequence[str], jobs: int, timeout_s: float,
                     slots[i] = _start(ctx)
             if progress and len(verdicts) != shown and (tty or len(verdicts) % 100 == 0):
                 shown = len(verdicts)
-                print(f"{shown}/{len(names)} cases run", end="\r" if tty else "\n",
-                      file=sys.stderr, flush=True)
+                print(f"{shown}/{len(names)} cases run in {now - begun:.0f} s",
+                      end="\r" if tty else "\n", file=sys.stderr, flush=True)
     finally:
         for s in slots:
             with contextlib.suppress(OSError, BrokenPipeError):
@@ -420,7 +466,7 @@ def classify(verdicts: Sequence[Verdict], cases: Mapping[str, Any]) -> list[Verd
     out = []
     for v in verdicts:
         category = excluded_category(cases[v.name].model) if v.status == "fails" else None
-        out.append(Verdict(v.name, "excluded", category, v.compile_s) if category else v)
+        out.append(Verdict(v.name, "excluded", category, v.seconds) if category else v)
     return out
 
 
@@ -439,28 +485,77 @@ def write_expectations(path: str | os.PathLike, verdicts: Sequence[Verdict]) -> 
             f"of {total} ({percent:.1f}% pass)")
 
 
-def run_case_isolated(name: str, timeout_s: float = 120.0) -> Verdict:
-    """Run one node test in a subprocess (``--run-case``), for cases that crash or hang."""
-    cmd = [sys.executable, "-m", "kiln.frontend.onnx_backend", "--run-case", name]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return Verdict(name, "fails", f"timeout: over {timeout_s:g} s")
+def save_case(case: Any, directory: str | os.PathLike) -> None:
+    """Write a node test case to ``directory`` (model.onnx, data.npz, case.json)."""
+    directory = Path(directory)
+    directory.joinpath("model.onnx").write_bytes(case.model.SerializeToString())
+    arrays, sets = {}, []
+    for k, (inputs, expected) in enumerate(case.data_sets):
+        arrays.update({f"{k}.in.{i}": _as_array(x) for i, x in enumerate(inputs)})
+        arrays.update({f"{k}.out.{i}": _as_array(x) for i, x in enumerate(expected)})
+        sets.append([len(inputs), len(expected)])
+    np.savez(directory / "data.npz", **arrays)
+    meta = {"name": case.name, "rtol": case.rtol, "atol": case.atol, "sets": sets}
+    directory.joinpath("case.json").write_text(json.dumps(meta))
+
+
+def load_case(directory: str | os.PathLike) -> Any:
+    """A case written by ``save_case``, with the fields ``run_case`` reads."""
+    from onnx.backend.test.case.test_case import TestCase
+    directory = Path(directory)
+    meta = json.loads(directory.joinpath("case.json").read_text())
+    with np.load(directory / "data.npz") as data:
+        sets = [([data[f"{k}.in.{i}"] for i in range(n_in)],
+                 [data[f"{k}.out.{i}"] for i in range(n_out)])
+                for k, (n_in, n_out) in enumerate(meta["sets"])]
+    model = onnx.load(str(directory / "model.onnx"))
+    return TestCase(name=meta["name"], model_name=meta["name"], url=None, model_dir=None,
+                    model=model, data_sets=sets, kind="node", rtol=meta["rtol"],
+                    atol=meta["atol"])
+
+
+def run_case_isolated(case: Any, timeout_s: float = 60.0) -> Verdict:
+    """Run one node test case in a subprocess, for cases that crash or hang kiln: a crash
+    or running past ``timeout_s`` is the verdict, not the end of the calling process."""
+    with tempfile.TemporaryDirectory(prefix="kiln-node-case-") as tmp:
+        save_case(case, tmp)
+        cmd = [sys.executable, "-m", "kiln.frontend.onnx_backend", "--run-case-dir", tmp]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return Verdict(case.name, "fails", f"timeout: over {timeout_s:g} s")
     lines = proc.stdout.strip().splitlines()
     if proc.returncode < 0:
-        return Verdict(name, "fails", f"crash: killed by {signal.Signals(-proc.returncode).name}")
+        return Verdict(case.name, "fails",
+                       f"crash: killed by {signal.Signals(-proc.returncode).name}")
     if proc.returncode == 0 and lines and lines[-1] == "passed":
-        return Verdict(name, "passed")
-    return Verdict(name, "fails", lines[-1] if lines else first_line(Exception(proc.stderr)))
+        return Verdict(case.name, "passed")
+    reason = lines[-1] if lines else first_line(Exception(proc.stderr.strip()[-500:]))
+    return Verdict(case.name, "fails", reason)
 
 
 def _summary(verdicts: Sequence[Verdict], wall_s: float) -> str:
-    compiled = sorted((v for v in verdicts if v.compile_s), key=lambda v: -v.compile_s)
-    total = sum(v.compile_s for v in compiled)
-    slowest = ", ".join(f"{v.name} {v.compile_s:.2f}" for v in compiled[:5])
-    mean = total / len(compiled) if compiled else 0.0
-    return (f"ran {len(verdicts)} cases in {wall_s:.0f} s; compile time {total:.0f} s in all, "
-            f"{mean:.3f} s mean; slowest: {slowest}")
+    ran = sorted(verdicts, key=lambda v: -v.seconds)
+    total = sum(v.seconds for v in ran)
+    passed = [v for v in ran if v.status == "passed"]
+    slowest = ", ".join(f"{v.name} {v.seconds:.1f} s" for v in ran[:8])
+    mean = sum(v.seconds for v in passed) / len(passed) if passed else 0.0
+    bound = sum(bool(v.bound) for v in passed)
+    return (f"ran {len(verdicts)} cases in {wall_s:.0f} s; {total:.0f} s compiling and running "
+            f"in all, {mean:.2f} s per passing case; {bound} passed with inputs compiled in as "
+            f"constants; slowest: {slowest}")
+
+
+def _broken(verdicts: Sequence[Verdict]) -> str:
+    """Why the run says more about the checkout than about kiln's op coverage (the same
+    internal error in most cases: a file half-edited, an import cycle), or ""."""
+    internal = Counter(v.reason for v in verdicts if v.status == "fails" and ": " in v.reason
+                       and v.reason.split(":")[0].endswith(("Error", "Exception")))
+    if internal:
+        reason, n = internal.most_common(1)[0]
+        if n > len(verdicts) // 4:
+            return f"{n} of {len(verdicts)} cases fail with {reason!r}; fix that first"
+    return ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -473,11 +568,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     what.add_argument("--run-case", metavar="NAME", help="run one node test, print its verdict")
     what.add_argument("--check", metavar="SUBSTRING",
                       help="run the node tests whose name holds SUBSTRING, print each verdict")
+    what.add_argument("--run-case-dir", metavar="DIR", help=argparse.SUPPRESS)  # isolated runs
     p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
                    help="worker processes (default: one per core)")
     p.add_argument("--timeout", type=float, default=120.0, metavar="S",
                    help="seconds one case may take (default: 120)")
     args = p.parse_args(argv)
+    if args.run_case_dir:
+        v = run_case(load_case(args.run_case_dir))
+        print("passed" if v.status == "passed" else _one_line(v.reason))
+        return 0 if v.status == "passed" else 1
     cases = node_test_cases()
     if args.run_case:
         if args.run_case not in cases:
@@ -492,8 +592,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(_summary(verdicts, time.perf_counter() - start))
     if args.check is not None:
         for v in sorted(verdicts, key=lambda v: v.name):
-            print(f"{v.name}  {v.status}  {v.compile_s:.2f}s  {_one_line(v.reason)}")
+            bound = f"  (bound: {', '.join(v.bound)})" if v.bound else ""
+            print(f"{v.name}  {v.status}  {v.seconds:.2f}s  {_one_line(v.reason)}{bound}")
         return 0
+    broken = _broken(verdicts)
+    if broken:
+        print(f"not writing {args.write_expectations}: {broken}", file=sys.stderr)
+        return 1
     print(f"{args.write_expectations}: {write_expectations(args.write_expectations, verdicts)}")
     return 0
 

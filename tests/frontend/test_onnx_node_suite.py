@@ -37,6 +37,7 @@ from kiln.frontend.onnx_backend import (
 )
 
 EXPECTATIONS = Path(__file__).with_name("onnx_node_expectations.txt")
+ISOLATED_TIMEOUT_S = 30
 REGENERATE = ("python -m kiln.frontend.onnx_backend --write-expectations "
               "tests/frontend/onnx_node_expectations.txt")
 
@@ -58,7 +59,8 @@ def _short_failure(func: Callable[[unittest.TestCase], None]
 
 def _isolated(name: str) -> Callable[[unittest.TestCase], None]:
     def test(self: unittest.TestCase) -> None:
-        verdict = run_case_isolated(name)
+        # a case that hangs costs this much of a worker: what it needs when it works
+        verdict = run_case_isolated(node_test_cases()[name], timeout_s=ISOLATED_TIMEOUT_S)
         assert verdict.status == "passed", verdict.reason
     test.__name__ = f"{name}_cpu"
     test.__doc__ = f"{name}, in a subprocess: in this process it crashes or hangs"
