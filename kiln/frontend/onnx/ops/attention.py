@@ -395,3 +395,93 @@ def _causal_conv_with_state(node: onnx.NodeProto, ctx: Context) -> list[Value]:
         y = y32 if y.dtype == DType.float32 else ctx.emit("cast", [y32], dtype=y.dtype)
     state = ctx.emit("slice", [padded], axes=(2,), starts=(length,), ends=(length + k - 1,))
     return [y, state]
+
+
+# -- LinearAttention ----------------------------------------------------------------------------
+def _heads_f32(ctx: Context, x: Value, heads: int, what: str) -> Value:
+    """[B, T, H*D] -> [B, H, T, D] in float32 (the recurrence accumulates in float32)."""
+    x = _split_heads(ctx, x, heads, what)
+    return x if x.dtype == DType.float32 else ctx.emit("cast", [x], dtype=DType.float32)
+
+
+def _step(ctx: Context, x: Value, i: int) -> Value:
+    """Time step ``i`` of a [B, H, T, D] tensor: [B, H, 1, D]."""
+    return ctx.emit("slice", [x], axes=(2,), starts=(i,), ends=(i + 1,))
+
+
+@onnx_op("LinearAttention")
+def _linear_attention(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    """The recurrent form, unrolled over the (static) sequence: per step the [B, H, dk, dv]
+    state decays (gated rules), its read-out of the key corrects the value (delta rules), the
+    key-value outer product is added, and the query reads the state (grouped over kv heads)."""
+    q, k, v = ctx.required(0), ctx.required(1), ctx.required(2)
+    past, decay, beta = ctx.input(3), ctx.input(4), ctx.input(5)
+    rule = ctx.attr("update_rule", "gated_delta")
+    if rule not in ("linear", "gated", "delta", "gated_delta"):
+        raise ModelError(f"LinearAttention update_rule {rule!r} is not one of linear, gated, "
+                         "delta, gated_delta")
+    gating, delta = rule in ("gated", "gated_delta"), rule in ("delta", "gated_delta")
+    if gating != (decay is not None) or delta != (beta is not None):
+        raise ModelError(f"update_rule {rule!r} needs decay {'given' if gating else 'absent'} "
+                         f"and beta {'given' if delta else 'absent'}")
+    hq, hkv = ctx.attr("q_num_heads"), ctx.attr("kv_num_heads")
+    if hq is None or hkv is None or hq <= 0 or hkv <= 0 or hq % hkv:
+        raise ModelError(f"q_num_heads ({hq}) must be a positive multiple of kv_num_heads "
+                         f"({hkv})")
+    if q.type.rank != 3 or k.type.rank != 3 or v.type.rank != 3:
+        raise ModelError(f"LinearAttention needs 3-D query, key, value; got {q.type}")
+    hq, hkv = int(hq), int(hkv)
+    group = hq // hkv
+    q4, k4 = _heads_f32(ctx, q, hq, "query"), _heads_f32(ctx, k, hkv, "key")
+    v4 = _heads_f32(ctx, v, hkv, "value")
+    b, t, dk, dv = q4.shape[0], static_dim(q, 1, "LinearAttention"), q4.shape[3], v4.shape[3]
+    if not isinstance(dk, int) or not isinstance(dv, int):
+        raise ModelError("LinearAttention needs static head sizes")
+    scale = float(ctx.attr("scale", 0.0)) or 1.0 / math.sqrt(dk)
+    f32 = DType.float32
+
+    def per_head(x: Value, what: str, widths: tuple[int, ...]) -> Value:
+        """decay/beta [B, T, H*w or w] -> float32 [B, H', T, w]."""
+        if x.type.rank != 3 or x.shape[-1] not in widths:
+            raise ModelError(f"{what} {x.type} must be [B, T, n] with n in {list(widths)}")
+        heads = hkv if x.shape[-1] != 1 else 1
+        width = static_dim(x, 2, what) // heads
+        x = reshape(ctx, x, (x.shape[0], x.shape[1], heads, width))
+        x = ctx.emit("transpose", [x], perm=(0, 2, 1, 3))
+        return x if x.dtype == f32 else ctx.emit("cast", [x], dtype=f32)
+
+    decay4 = per_head(decay, "decay", (hkv, hkv * dk)) if decay is not None else None
+    beta4 = per_head(beta, "beta", (hkv, 1)) if beta is not None else None
+    if past is None:
+        state = ctx.emit("broadcast_to", [ctx.constant(np.zeros((1, hkv, dk, dv), np.float32))],
+                         shape=(b, hkv, dk, dv))
+        state_dtype = q.dtype
+    else:
+        if past.shape[1:] != (hkv, dk, dv):
+            raise ModelError(f"past_state {past.type} must be [B, {hkv}, {dk}, {dv}]")
+        state_dtype = past.dtype
+        state = past if past.dtype == f32 else ctx.emit("cast", [past], dtype=f32)
+    scale_c = ctx.constant(np.array(scale, np.float32))
+    outs = []
+    for i in range(t):
+        k_t, v_t = _step(ctx, k4, i), _step(ctx, v4, i)          # [B, Hkv, 1, d]
+        if decay4 is not None:
+            g_t = _step(ctx, decay4, i)                          # [B, Hkv, 1, dk or 1]
+            g_t = reshape(ctx, g_t, (g_t.shape[0], g_t.shape[1], g_t.shape[3], 1))
+            state = ctx.emit("mul", [state, ctx.emit("exp", [g_t])])
+        if beta4 is not None:
+            retrieved = ctx.emit("matmul", [k_t, state])        # [B, Hkv, 1, dv]
+            v_t = ctx.emit("mul", [_step(ctx, beta4, i),
+                                   ctx.emit("sub", [v_t, retrieved])])
+        k_col = reshape(ctx, k_t, (k_t.shape[0], hkv, dk, 1))
+        state = ctx.emit("add", [state, ctx.emit("mul", [k_col, v_t])])
+        # the query heads of one kv head read its state together: [B, Hkv, G, dk] @ state
+        q_t = reshape(ctx, _step(ctx, q4, i), (q4.shape[0], hkv, group, dk))
+        o_t = ctx.emit("mul", [ctx.emit("matmul", [q_t, state]), scale_c])
+        outs.append(reshape(ctx, o_t, (q4.shape[0], 1, hq * dv)))
+    y = outs[0] if len(outs) == 1 else ctx.emit("concat", outs, axis=1)   # [B, T, Hq*dv]
+    if y.dtype != q.dtype:
+        y = ctx.emit("cast", [y], dtype=q.dtype)
+    if state.dtype != state_dtype:
+        state = ctx.emit("cast", [state], dtype=state_dtype)
+    return [y, state]
