@@ -106,3 +106,34 @@ def test_rms_normalization(axis: int) -> None:
 def test_swiglu() -> None:
     inputs = {"a": _rand(B, S, D, seed=0), "b": _rand(B, S, D, seed=1)}
     _check(_model("SwiGLU", inputs, opset=28, alpha=1.7), inputs)
+
+
+@pytest.mark.parametrize("mode", ["linear", "circular"])
+def test_tensor_scatter(mode: str) -> None:
+    inputs = {"c": _rand(B, H, 9, D, seed=0), "u": _rand(B, H, S, D, seed=1),
+              "w": np.array([1, 6], dtype=np.int64)}
+    if mode == "linear":
+        inputs["w"] = np.array([1, 4], dtype=np.int64)
+    _check(_model("TensorScatter", inputs, opset=24, mode=mode), inputs)
+
+
+@pytest.mark.parametrize("past", [False, True])
+def test_causal_conv_with_state(past: bool) -> None:
+    inputs = {"x": _rand(B, H, S, seed=0), "w": _rand(H, 1, 4, seed=1),
+              "b": _rand(H, seed=2)}
+    if past:
+        inputs["p"] = _rand(B, H, 3, seed=3)
+    _check(_model("CausalConvWithState", inputs, "y0,y1", opset=27, activation="silu"), inputs)
+
+
+@pytest.mark.parametrize("rule", ["linear", "gated_delta"])
+def test_linear_attention(rule: str) -> None:
+    """Grouped heads (3 query heads per kv head), a past state, per-key-dim decay."""
+    hkv = 2
+    inputs = {"q": _rand(B, S, 3 * hkv * D, seed=0), "k": _rand(B, S, hkv * D, seed=1),
+              "v": _rand(B, S, hkv * 4, seed=2), "s": _rand(B, hkv, D, 4, seed=3)}
+    if rule == "gated_delta":
+        inputs["g"] = -np.abs(_rand(B, S, hkv * D, seed=4))
+        inputs["be"] = 1 / (1 + np.exp(_rand(B, S, hkv, seed=5)))
+    _check(_model("LinearAttention", inputs, "y0,y1", opset=27, update_rule=rule,
+                  q_num_heads=3 * hkv, kv_num_heads=hkv), inputs)
