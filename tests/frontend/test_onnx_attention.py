@@ -137,3 +137,16 @@ def test_linear_attention(rule: str) -> None:
         inputs["be"] = 1 / (1 + np.exp(_rand(B, S, hkv, seed=5)))
     _check(_model("LinearAttention", inputs, "y0,y1", opset=27, update_rule=rule,
                   q_num_heads=3 * hkv, kv_num_heads=hkv), inputs)
+
+
+@pytest.mark.parametrize("interleaved", [0, 1])
+@pytest.mark.parametrize("rank", [3, 4])
+def test_rotary_embedding(interleaved: int, rank: int) -> None:
+    """Partial rotation (6 of 8 dims) with position ids picking cache rows."""
+    d, rot = 8, 6
+    x = _rand(B, S, H * d, seed=0) if rank == 3 else _rand(B, H, S, d, seed=0)
+    inputs = {"x": x, "c": _rand(11, rot // 2, seed=1), "s": _rand(11, rot // 2, seed=2),
+              "p": np.random.default_rng(3).integers(0, 11, (B, S)).astype(np.int64)}
+    extra = {"num_heads": H} if rank == 3 else {}
+    _check(_model("RotaryEmbedding", inputs, interleaved=interleaved, rotary_embedding_dim=rot,
+                  **extra), inputs)

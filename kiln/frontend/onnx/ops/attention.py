@@ -68,6 +68,14 @@ def _take_last(ctx: Context, x: Value, start: int, end: int, step: int = 1) -> V
     return ctx.emit("slice", [x], axes=(axis,), starts=(start,), ends=(end,), steps=(step,))
 
 
+def _interleave(ctx: Context, a: Value, b: Value) -> Value:
+    """``[a0, b0, a1, b1, ...]`` along the last axis (a and b of one shape)."""
+    pair_shape = (*a.shape, 1)
+    pairs = ctx.emit("concat", [reshape(ctx, a, pair_shape), reshape(ctx, b, pair_shape)],
+                     axis=a.type.rank)
+    return reshape(ctx, pairs, (*a.shape[:-1], 2 * static_dim(a, a.type.rank - 1, "interleave")))
+
+
 @onnx_op("RotaryEmbedding")
 def _rotary_embedding(node: onnx.NodeProto, ctx: Context) -> list[Value]:
     x, cos, sin, pos = ctx.required(0), ctx.required(1), ctx.required(2), ctx.input(3)
@@ -102,20 +110,23 @@ def _rotary_embedding(node: onnx.NodeProto, ctx: Context) -> list[Value]:
     cos, sin = reshape(ctx, cos, cache_shape), reshape(ctx, sin, cache_shape)
     if cos.dtype != x.dtype:
         cos, sin = (ctx.emit("cast", [c], dtype=x.dtype) for c in (cos, sin))
+    # out = x * [cos, cos] + swap(x) * [-sin, sin] with swap(x) = [x2, x1] (halves, or the
+    # odd/even elements when interleaved): one sum of two products per element, which keeps
+    # the fused groups free of the criss-cross dependencies of the real/imag form
     interleaved = bool(ctx.attr("interleaved", 0))
+    minus_sin = ctx.emit("neg", [sin])
     if interleaved:
         x1, x2 = _take_last(ctx, xs, 0, rot, 2), _take_last(ctx, xs, 1, rot, 2)
+        swapped = _interleave(ctx, x2, x1)
+        cos_full, sin_full = _interleave(ctx, cos, cos), _interleave(ctx, minus_sin, sin)
     else:
         x1, x2 = _take_last(ctx, xs, 0, half), _take_last(ctx, xs, half, rot)
-    real = ctx.emit("sub", [ctx.emit("mul", [cos, x1]), ctx.emit("mul", [sin, x2])])
-    imag = ctx.emit("add", [ctx.emit("mul", [sin, x1]), ctx.emit("mul", [cos, x2])])
-    if interleaved:   # re-interleave: [..., half, 2] -> [..., rot]
-        pair_shape = (*real.shape, 1)
-        pairs = ctx.emit("concat", [reshape(ctx, real, pair_shape),
-                                    reshape(ctx, imag, pair_shape)], axis=rank)
-        rotated = reshape(ctx, pairs, (*real.shape[:-1], rot))
-    else:
-        rotated = ctx.emit("concat", [real, imag], axis=3)
+        swapped = ctx.emit("concat", [x2, x1], axis=3)
+        cos_full = ctx.emit("concat", [cos, cos], axis=3)
+        sin_full = ctx.emit("concat", [minus_sin, sin], axis=3)
+    x_rot = xs if rot == head_size else _take_last(ctx, xs, 0, rot)
+    rotated = ctx.emit("add", [ctx.emit("mul", [x_rot, cos_full]),
+                               ctx.emit("mul", [swapped, sin_full])])
     if rot < head_size:
         rotated = ctx.emit("concat", [rotated, _take_last(ctx, xs, rot, head_size)], axis=3)
     return [reshape(ctx, rotated, x.shape)]
