@@ -127,3 +127,25 @@ def test_epilogue_never_closes_a_cycle() -> None:
     g.output(ops.add(r, s))                               # needs r and s: cannot join dense
     assert _groups(g) == [["dense", "relu"], ["reduce_sum"], ["add"]]
     assert_matches_reference(g, rtol=1e-5)
+
+
+def test_fusion_sees_dependencies_through_other_nodes_of_a_group() -> None:
+    """A node may not join group A when one of its inputs comes from a group B that reads
+    from A through a different node of B: the groups would depend on each other."""
+    g = kiln.Graph("cycle")
+    x = g.input("x", (4, 6))
+    a = kiln.ops.exp(x)                        # group A starts here
+    b1 = kiln.ops.neg(kiln.ops.transpose(x, (1, 0)))
+    b2 = kiln.ops.add(b1, kiln.ops.transpose(a, (1, 0)))   # B reads A
+    c = kiln.ops.mul(a, kiln.ops.transpose(b1, (1, 0)))    # joins A? reads B's b1
+    g.output(c, b2)
+    fused = fuse_groups(optimize(g))
+    owner = {id(n): i for i, grp in enumerate(fused.groups) for n in grp.nodes}
+    for i, grp in enumerate(fused.groups):                 # producers strictly before readers
+        for n in grp.nodes:
+            for v in n.inputs:
+                if v.producer is not None:
+                    assert owner[id(v.producer)] <= i
+    x_val = {"x": np.ones((4, 6), np.float32)}
+    for got, want in zip(kiln.compile(g)(**x_val), kiln.run_reference(g, x_val), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6)

@@ -93,7 +93,9 @@ class _Partition:
         return len(self.uses.get(id(v), [])) == 1 and id(v) not in self.graph_outputs
 
     def reaches(self, v: Value, members: list[Node]) -> bool:
-        """Does ``v`` depend on any node of ``members``?"""
+        """Does ``v`` depend on any node of ``members``? Groups run as units, so a group that
+        produces ``v`` depends on everything any of its nodes reads (its other nodes may read
+        from ``members`` even where ``v``'s own producer does not)."""
         member_ids = {id(n) for n in members}
         stack, seen = [v], set()
         while stack:
@@ -101,10 +103,13 @@ class _Partition:
             p = cur.producer
             if p is None or id(p) in seen:
                 continue
-            seen.add(id(p))
             if id(p) in member_ids:
                 return True
-            stack.extend(p.inputs)
+            for q in self.group_of.get(id(p), [p]):
+                if id(q) in member_ids:
+                    return True
+                seen.add(id(q))
+                stack.extend(q.inputs)
         return False
 
     def can_join(self, n: Node, via: Value, members: list[Node]) -> bool:
