@@ -257,3 +257,13 @@ def test_activation_fuses_into_dense(op: str, attrs: dict | None) -> None:
     groups = fuse_groups(g).groups
     assert len(groups) == 1 and groups[0].anchor is not None
     assert_matches_reference(g, rtol=1e-5, atol=1e-5)
+
+
+def test_is_inf_on_float16() -> None:
+    """float16 comparisons go through the float32 path (their lazy EqualOp has a dtype too)."""
+    g = kiln.Graph("isinf")
+    x = g.input("x", (5,), "float16")
+    (y,) = g.add("is_inf", [x], detect_positive=True, detect_negative=True)
+    g.output(y)
+    a = np.array([1, np.inf, -np.inf, np.nan, 0], np.float16)
+    np.testing.assert_array_equal(kiln.compile(g)(a)[0], [False, True, True, False, False])

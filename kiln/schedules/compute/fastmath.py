@@ -25,7 +25,10 @@ FLT_MIN = 1.1754943508222875e-38     # the smallest normal float32
 
 
 def dtype_of(e: tirx.PrimExpr) -> str:
-    """An expression's dtype (TVM 0.27 spells it ``.dtype`` on loads, ``.ty`` on arithmetic)."""
+    """An expression's dtype (TVM 0.27 spells it ``.dtype`` on loads, ``.ty`` on arithmetic;
+    ``==`` / ``!=`` give a lazy EqualOp / NotEqualOp, whose expression is ``asobject()``)."""
+    if hasattr(e, "asobject"):
+        e = e.asobject()
     return str(e.dtype) if hasattr(e, "dtype") else str(e.ty)
 
 
