@@ -71,18 +71,6 @@ def test_unary_bounded_domains(op: str, lo: float, hi: float) -> None:
     check(one_op(op, [ODD]), {"x0": x}, rtol=1e-5, atol=1e-6)
 
 
-def test_activations_compiled() -> None:
-    """A chain of activations compiled into one kernel, against onnxruntime. (Mish and
-    Softplus are checked alone: chained into one expression with the others their written-out
-    polynomials make LLVM's compile blow up.)"""
-    ops = [("Elu", {"alpha": 0.5}), ("Sin", {}), ("HardSwish", {}), ("Selu", {}), ("Atan", {})]
-    nodes = [helper.make_node(op, [f"t{i}"], [f"t{i + 1}"], **at)
-             for i, (op, at) in enumerate(ops)]
-    model = make_model(nodes, [tensor("t0", ODD)], [f"t{len(ops)}"], opset=18)
-    check_compiled(model, {"t0": np.random.default_rng(2).uniform(-3, 3, ODD).astype(
-        np.float32)})
-
-
 def test_prelu_broadcast_slope() -> None:
     slope = init("s", np.random.default_rng(3).uniform(0, 1, (5, 1)).astype(np.float32))
     check_compiled(one_op("PRelu", [ODD], consts=[slope]), feeds_for([ODD]))
