@@ -266,6 +266,25 @@ def reshape(ctx: Context, x: Value, shape: Sequence[Dim]) -> Value:
     return ctx.emit("reshape", [x], shape=shape)
 
 
+def matmul_operands(ctx: Context, a: Value, b: Value) -> tuple[Value, Value]:
+    """numpy.matmul's promotion of 1-D operands (kiln's GEMMs want rank >= 2): a [K] ``a``
+    becomes [1, K], a [K] ``b`` becomes [K, 1]."""
+    return (reshape(ctx, a, (1, *a.shape)) if a.type.rank == 1 else a,
+            reshape(ctx, b, (*b.shape, 1)) if b.type.rank == 1 else b)
+
+
+def matmul_result(ctx: Context, y: Value, a: Value, b: Value) -> Value:
+    """``y`` with the dims ``matmul_operands`` added for 1-D ``a`` / ``b`` removed again."""
+    if a.type.rank != 1 and b.type.rank != 1:
+        return y
+    shape = list(y.shape)
+    if b.type.rank == 1:
+        shape.pop(-1)
+    if a.type.rank == 1:
+        shape.pop(-1 if b.type.rank == 1 else -2)
+    return reshape(ctx, y, shape)
+
+
 def axes_list(values: object, rank: int) -> list[int]:
     axes = [normalize_axis(int(a), rank) for a in np.asarray(values).reshape(-1)]
     if len(set(axes)) != len(axes):

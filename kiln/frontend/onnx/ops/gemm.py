@@ -7,8 +7,9 @@ import onnx
 from kiln.errors import ModelError
 from kiln.frontend.onnx.context import (
     Context,
+    matmul_operands,
+    matmul_result,
     onnx_op,
-    reshape,
 )
 from kiln.ir.graph import Value
 from kiln.ir.types import broadcast_shapes
@@ -17,18 +18,7 @@ from kiln.ir.types import broadcast_shapes
 @onnx_op("MatMul")
 def _matmul(node: onnx.NodeProto, ctx: Context) -> list[Value]:
     a, b = ctx.required(0), ctx.required(1)
-    # kiln's matmul wants rank >= 2; ONNX follows numpy.matmul's promotion of 1-D operands
-    a2 = reshape(ctx, a, (1, *a.shape)) if a.type.rank == 1 else a
-    b2 = reshape(ctx, b, (*b.shape, 1)) if b.type.rank == 1 else b
-    y = ctx.emit("matmul", [a2, b2])
-    if a.type.rank == 1 or b.type.rank == 1:
-        shape = list(y.shape)
-        if b.type.rank == 1:
-            shape.pop(-1)
-        if a.type.rank == 1:
-            shape.pop(-1 if b.type.rank == 1 else -2)
-        y = reshape(ctx, y, shape)
-    return [y]
+    return [matmul_result(ctx, ctx.emit("matmul", list(matmul_operands(ctx, a, b))), a, b)]
 
 
 @onnx_op("Gemm")

@@ -19,7 +19,14 @@ import numpy as np
 import onnx
 
 from kiln.errors import ModelError
-from kiln.frontend.onnx.context import Context, onnx_dtype, onnx_op, reshape
+from kiln.frontend.onnx.context import (
+    Context,
+    matmul_operands,
+    matmul_result,
+    onnx_dtype,
+    onnx_op,
+    reshape,
+)
 from kiln.ir.dtype import DType
 from kiln.ir.graph import Value
 from kiln.ir.ops.quant import INT32_MAX, quant_range, quantize_multiplier, requantize_steps
@@ -178,23 +185,14 @@ def _matmul_integer(ctx: Context, a: Value, b: Value, az: Value, bz: Value) -> V
     is per tensor or per row of ``a``, ``bz`` per tensor or per column of ``b``."""
     if a.type.rank == 0 or b.type.rank == 0:
         raise ModelError(f"integer MatMul needs operands of rank >= 1, got {a.type} and {b.type}")
-    a2 = reshape(ctx, a, (1, *a.shape)) if a.type.rank == 1 else a
-    b2 = reshape(ctx, b, (*b.shape, 1)) if b.type.rank == 1 else b
+    a2, b2 = matmul_operands(ctx, a, b)
     if az.type.is_static and az.type.numel == 1:
         az = reshape(ctx, az, ())
     elif az.type.rank == 1:                       # [M]: one per row
         az = reshape(ctx, az, (az.shape[0], 1))
     if bz.type.is_static and bz.type.numel == 1:
         bz = reshape(ctx, bz, ())
-    y = ctx.emit("matmul_integer", [a2, b2, az, bz])
-    if a.type.rank == 1 or b.type.rank == 1:
-        shape = list(y.shape)
-        if b.type.rank == 1:
-            shape.pop(-1)
-        if a.type.rank == 1:
-            shape.pop(-1 if b.type.rank == 1 else -2)
-        y = reshape(ctx, y, shape)
-    return y
+    return matmul_result(ctx, ctx.emit("matmul_integer", [a2, b2, az, bz]), a, b)
 
 
 @onnx_op("MatMulInteger")
