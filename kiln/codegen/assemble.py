@@ -11,6 +11,7 @@ import tvm
 from tvm import relax, tirx
 
 from kiln.codegen.lower import Kernel
+from kiln.ir.dtype import as_dtype, to_storage
 from kiln.ir.graph import Graph, Value
 
 META_FUNC = "kiln_meta"
@@ -34,11 +35,12 @@ class _Types:
     def __call__(self, v: Value) -> relax.TensorType:
         shape = [d if isinstance(d, int) else self.syms.setdefault(d, tirx.Var(d, "int64"))
                  for d in v.shape]
-        return relax.TensorType(shape, v.dtype.value)
+        return relax.TensorType(shape, v.dtype.tvm)
 
 
 def _const(arr: np.ndarray) -> relax.Constant:
     # the dtype must be explicit: relax.const narrows int64 to int32 and float64 to float32
+    arr = to_storage(arr, as_dtype(arr.dtype))
     return relax.const(arr, str(arr.dtype))
 
 

@@ -19,6 +19,7 @@ from tvm import relax
 
 from kiln.codegen.assemble import META_FUNC
 from kiln.errors import InputError, KilnError, first_line
+from kiln.ir.dtype import DType, from_storage, to_storage
 from kiln.ir.interpreter import check_inputs
 from kiln.ir.types import TensorType
 
@@ -113,14 +114,15 @@ class Library:
             arr = arrays[spec.name]
             # np.ascontiguousarray would turn a 0-d array into a 1-d one
             arr = arr if arr.flags.c_contiguous else arr.copy(order="C")
-            out.append(tvm.runtime.tensor(arr, self._device))
+            out.append(tvm.runtime.tensor(to_storage(arr, DType(spec.dtype)), self._device))
         return out
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> list[np.ndarray]:
         result = self._vm["main"](*self._arguments(args, kwargs))
-        if len(self.outputs) == 1:
-            return [result.numpy()]
-        return [result[i].numpy() for i in range(len(self.outputs))]
+        results = [result] if len(self.outputs) == 1 else [result[i]
+                                                          for i in range(len(self.outputs))]
+        return [from_storage(r.numpy(), DType(s.dtype))
+                for r, s in zip(results, self.outputs, strict=True)]
 
     def benchmark(self, inputs: Mapping[str, Any] | Sequence[Any], number: int = 10,
                   repeat: int = 20) -> list[float]:

@@ -18,6 +18,7 @@ import numpy as np
 from tvm import s_tir, te, tirx
 
 from kiln.errors import ModelError
+from kiln.ir.dtype import to_storage
 from kiln.ir.graph import Node, Value
 from kiln.ir.ops.indexing import LOOP_NEST_OPS
 from kiln.ir.ops.reduce import AXIS_REDUCTIONS, reduce_axes
@@ -96,7 +97,7 @@ def lower_group(group: Group, target: Target, name: str | None = None) -> Kernel
 def plan_schedule(group: Group, target: Target) -> SchedulePlan:
     """Pick the template from the group's anchor, with default knobs for its shape."""
     anchor, isa = group.anchor, target.isa
-    dtype = group.outputs[0].dtype.value
+    dtype = group.outputs[0].dtype.tvm
     if anchor is not None and anchor.op.name in RECURRENT_OPS:
         return SchedulePlan(Template.RECURRENCE, target, dtype, notes=[
             f"{anchor.op.name}: time loop written scheduled (parallel over directions x batch, "
@@ -189,18 +190,19 @@ def build_te(group: Group, plan: SchedulePlan
         if v is packed_input:
             continue                                  # goes in packed, with its GEMM below
         if v.is_constant and v.data.size == 1:       # scalars become immediates
-            imm = tirx.const(v.data.reshape(()).item(), v.dtype.value)
+            imm = tirx.const(to_storage(v.data, v.dtype).reshape(()).item(), v.dtype.tvm)
             tensors[id(v)] = te.compute(v.type.static_shape, _constant_fn(imm),
                                         name=names.fresh(f"c_{v.name}"))
             continue
-        tensors[id(v)] = te.placeholder(te_shape(v.shape, syms), v.dtype.value,
+        tensors[id(v)] = te.placeholder(te_shape(v.shape, syms), v.dtype.tvm,
                                         name=names.fresh(v.name))
         params.append(tensors[id(v)])
         args.append(v.data if v.is_constant else v)
 
     anchor_block = None
     for n in group.nodes:
-        info = NodeInfo(n.attrs, tuple(o.type for o in n.outputs), names.fresh(n.name), syms)
+        info = NodeInfo(n.attrs, tuple(o.type for o in n.outputs), names.fresh(n.name), syms,
+                        tuple(v.type for v in n.inputs))
         ins = [tensors.get(id(v)) for v in n.inputs]      # None: the weight, packed below
         if n is anchor and plan.template is Template.GEMM:
             outs = _padded_gemm(n, info, ins, plan, names, params, args)

@@ -213,8 +213,8 @@ def test_cast_like_takes_the_dtype_of_its_second_input() -> None:
     assert g.outputs[0].dtype.value == "int32"
 
 
-@pytest.mark.parametrize("elem", [TensorProto.FLOAT8E4M3FN, TensorProto.BFLOAT16,
-                                  TensorProto.INT4, TensorProto.STRING])
+@pytest.mark.parametrize("elem", [TensorProto.FLOAT8E8M0, TensorProto.STRING,
+                                  TensorProto.COMPLEX64])
 def test_unsupported_cast_targets_are_model_errors(elem: int) -> None:
     model = make_model([helper.make_node("Cast", ["x"], ["y"], to=elem)], [tensor("x", ODD)],
                        [tensor("y", None, elem)], opset=21)

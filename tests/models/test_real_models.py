@@ -2,10 +2,10 @@
 onnxruntime on the same inputs. Run with ``make test-models``, which fetches them first.
 
 Tolerances: float outputs within 1e-4 of the output's scale (max |kiln - ort| / max |ort|).
-The int8 T5 encoder's quantized activations are checked within one quantisation step (first
-two blocks); its float output drifts further, because float rounding differences between the
-quantized layers (a scale one ulp off in block 6) move values across rounding boundaries,
-and requantization amplifies that over 8 blocks: it is held to 3% of the output's scale.
+The int8 T5 encoder is checked block by block: fed onnxruntime's inputs, each block's
+quantized activations are within one quantisation step. Its end-to-end float output moves
+with float rounding (onnxruntime's own optimised build is a few percent of the scale away
+from its unoptimised one), and kiln must stay within that spread.
 """
 
 from __future__ import annotations
@@ -15,19 +15,20 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.utils
 import pytest
 from fetch import example_feeds, manifest  # tests/models/fetch.py (on sys.path in pytest)
 
 import kiln
+from kiln.testing import relative_error
 
 ort = pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.models
 
 CACHE = Path(os.environ.get("KILN_MODELS", Path(__file__).parents[2] / ".cache" / "models"))
 MODELS = manifest()
-INT8 = {"t5_span_encoder_int8"}
+INT8 = {"t5_span_encoder_int8"}    # checked block by block and end to end below
 FLOAT_RTOL = 1e-4
-INT8_OUTPUT_RTOL = 3e-2
 
 
 def model_path(name: str) -> Path:
@@ -37,33 +38,35 @@ def model_path(name: str) -> Path:
     return path
 
 
-def run_ort(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+def _unoptimized() -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(str(path), sess_options=opts,
+    return opts
+
+
+def run_ort(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    sess = ort.InferenceSession(str(path), sess_options=_unoptimized(),
                                 providers=["CPUExecutionProvider"])
     return sess.run(None, feeds)
 
 
-def assert_close(name: str, got: list[np.ndarray], want: list[np.ndarray]) -> None:
+def assert_close(got: list[np.ndarray], want: list[np.ndarray]) -> None:
     assert len(got) == len(want)
     for i, (g, w) in enumerate(zip(got, want, strict=True)):
         assert g.shape == w.shape and g.dtype == w.dtype, (i, g.shape, w.shape, g.dtype)
         if not np.issubdtype(w.dtype, np.floating):
             np.testing.assert_array_equal(g, w)
             continue
-        err = float(np.max(np.abs(g.astype(np.float64) - w)))
-        scale = float(np.max(np.abs(w))) or 1.0
-        rtol = INT8_OUTPUT_RTOL if name in INT8 else FLOAT_RTOL
-        assert err <= rtol * scale, f"output {i}: max error {err:.3g}, scale {scale:.3g}"
+        err = relative_error(g, w)
+        assert err <= FLOAT_RTOL, f"output {i}: max error {err:.3g} of the output's scale"
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(set(MODELS) - INT8))
 def test_model_matches_onnxruntime(name: str) -> None:
     path = model_path(name)
     feeds = example_feeds(name)
     lib = kiln.compile(path, "x86", input_shapes={k: v.shape for k, v in feeds.items()})
-    assert_close(name, lib(**feeds), run_ort(path, feeds))
+    assert_close(lib(**feeds), run_ort(path, feeds))
 
 
 def test_minilm_one_library_for_every_sequence_length() -> None:
@@ -75,27 +78,76 @@ def test_minilm_one_library_for_every_sequence_length() -> None:
     assert lib.inputs[0].shape == (1, "seq")
     for seq in (16, 77, 128):
         feeds = example_feeds(name, seed=seq, input_ids=(1, seq), attention_mask=(1, seq))
-        assert_close(name, lib(**feeds), run_ort(path, feeds))
+        assert_close(lib(**feeds), run_ort(path, feeds))
 
 
-def test_t5_int8_activations_within_one_quantisation_step(tmp_path: Path) -> None:
-    """The uint8 activations DynamicQuantizeLinear makes in the T5 encoder's first two blocks,
-    made graph outputs: kiln's are within one step of onnxruntime's, their scales within
-    float rounding."""
+def _block_io(graph: onnx.GraphProto, prefix: str) -> tuple[list[str], list[str], list[str]]:
+    """A block's inputs (computed outside it; not weights or constants), its outputs (read
+    outside it) and the outputs of its DynamicQuantizeLinear nodes (quantized, scale, zp)."""
+    produced = {o: n for n in graph.node for o in n.output}
+    weights = {i.name for i in graph.initializer}
+    nodes = [n for n in graph.node if n.name.startswith(prefix)]
+    mine = {o for n in nodes for o in n.output}
+    ins = sorted({i for n in nodes for i in n.input if i and i not in mine and i not in weights
+                  and not (i in produced and produced[i].op_type == "Constant")})
+    read_outside = {i for n in graph.node if not n.name.startswith(prefix) for i in n.input}
+    read_outside |= {o.name for o in graph.output}
+    outs = sorted(mine & read_outside)
+    quantized = [o for n in nodes if n.op_type == "DynamicQuantizeLinear" for o in n.output]
+    return ins, outs, quantized
+
+
+def test_t5_int8_each_block_within_one_quantisation_step() -> None:
+    """Each of the int8 T5 encoder's 8 blocks, cut out of the model and fed onnxruntime's
+    values of its inputs: every uint8 activation its DynamicQuantizeLinear nodes make is within
+    one step of onnxruntime's (almost all equal), every scale within float rounding, and the
+    block's float output within 1e-4 of its scale, or 1e-2 where an activation sits one step
+    off. Fed the model's own (drifting) values instead, differences compound: see the next
+    test."""
     name = "t5_span_encoder_int8"
-    model = onnx.load(str(model_path(name)))
-    watched = [n for n in model.graph.node if n.op_type == "DynamicQuantizeLinear"
-               and n.name.startswith(("/enc/block.0/", "/enc/block.1/"))]
-    assert len(watched) >= 6
-    for n in watched:
-        model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(o)
-                                  for o in n.output[:2])
-    path = tmp_path / "t5_watched.onnx"
-    onnx.save(model, str(path))
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(model_path(name))))
+    blocks = sorted({n.name.split("/")[2] for n in model.graph.node
+                     if n.name.startswith("/enc/block.")})
+    assert len(blocks) == 8
+    cuts = {b: _block_io(model.graph, f"/enc/{b}/") for b in blocks}
+    # onnxruntime's value of every tensor a block reads or makes, from one full run
+    probe = onnx.load(str(model_path(name)))
+    known = {o.name for o in probe.graph.output}
+    wanted = sorted({t for ins, outs, q in cuts.values() for t in (*ins, *outs, *q)} - known)
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in wanted)
     feeds = example_feeds(name)
+    sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"],
+                                sess_options=_unoptimized())
+    ref = dict(zip((o.name for o in sess.get_outputs()), sess.run(None, feeds), strict=True))
+    ref.update(feeds)
+    for b, (ins, outs, quantized) in cuts.items():
+        assert ins and outs and len(quantized) == 12, b
+        sub = onnx.utils.Extractor(model).extract_model(ins, outs + quantized)
+        lib = kiln.compile(sub, "x86", input_shapes={i: ref[i].shape for i in ins})
+        got = dict(zip(outs + quantized, lib(**{i: ref[i] for i in ins}), strict=True))
+        off_by_one = False
+        for q, scale in zip(quantized[0::3], quantized[1::3], strict=True):
+            step = np.abs(got[q].astype(np.int32) - ref[q].astype(np.int32)).max()
+            assert step <= 1, f"{b}: {q} is {step} steps off"
+            off_by_one |= bool(step)
+            np.testing.assert_allclose(got[scale], ref[scale], rtol=1e-6, err_msg=scale)
+        for o in outs:
+            err = float(np.abs(got[o] - ref[o]).max() / np.abs(ref[o]).max())
+            assert err <= (1e-2 if off_by_one else FLOAT_RTOL), f"{b}: {o} off by {err:.3g}"
+
+
+def test_t5_int8_output_no_further_from_onnxruntime_than_its_optimised_build() -> None:
+    """End to end, the int8 T5's float output moves with float rounding: a one-ulp change in a
+    scale flips roundings, and eight blocks of requantization amplify the flips. onnxruntime's
+    own graph optimisations move it by a few percent of its scale; kiln, compared with
+    unoptimised onnxruntime, stays within that."""
+    name = "t5_span_encoder_int8"
+    path = model_path(name)
+    feeds = example_feeds(name)
+    want = run_ort(path, feeds)[0]
+    optimised = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    spread = relative_error(optimised.run(None, feeds)[0], want)
+    assert spread > 1e-3          # the sensitivity this test is about is really there
     lib = kiln.compile(path, "x86", input_shapes={k: v.shape for k, v in feeds.items()})
-    got, want = lib(**feeds), run_ort(path, feeds)
-    for k in range(1, len(want), 2):                  # (quantized, scale) pairs after output 0
-        q_got, q_want = got[k].astype(np.int32), want[k].astype(np.int32)
-        assert np.abs(q_got - q_want).max() <= 1, watched[(k - 1) // 2].name
-        np.testing.assert_allclose(got[k + 1], want[k + 1], rtol=1e-6)
+    err = relative_error(lib(**feeds)[0], want)
+    assert err <= spread, f"kiln {err:.3g} vs onnxruntime's optimised build {spread:.3g}"

@@ -38,6 +38,16 @@ DTYPES: dict[int, DType] = {
     TensorProto.UINT32: DType.uint32,
     TensorProto.UINT64: DType.uint64,
     TensorProto.BOOL: DType.bool,
+    TensorProto.BFLOAT16: DType.bfloat16,
+    TensorProto.FLOAT8E4M3FN: DType.float8_e4m3fn,
+    TensorProto.FLOAT8E4M3FNUZ: DType.float8_e4m3fnuz,
+    TensorProto.FLOAT8E5M2: DType.float8_e5m2,
+    TensorProto.FLOAT8E5M2FNUZ: DType.float8_e5m2fnuz,
+    TensorProto.FLOAT4E2M1: DType.float4_e2m1fn,
+    TensorProto.INT4: DType.int4,
+    TensorProto.UINT4: DType.uint4,
+    TensorProto.INT2: DType.int2,
+    TensorProto.UINT2: DType.uint2,
 }
 DEFAULT_DOMAINS = ("", "ai.onnx")
 _FOLD_MAX_BYTES = 64 << 20     # the same bound as the fold_constants pass

@@ -17,7 +17,7 @@ from enum import Enum
 import numpy as np
 
 from kiln.errors import ModelError
-from kiln.ir.dtype import DType, as_dtype
+from kiln.ir.dtype import DType, as_dtype, convert_array
 from kiln.ir.ops.registry import NoAttrs, OpDef, Pattern, register
 from kiln.ir.types import TensorType, broadcast_shapes
 
@@ -365,16 +365,19 @@ _binary("mod", _mod, Kinds.NUMERIC, None, ModAttrs)
 # -- cast, where --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CastAttrs:
+    """``saturate`` (ONNX opset 19): a float8 target clamps out-of-range values to its largest
+    finite value instead of giving infinity or NaN."""
+
     dtype: DType
+    saturate: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", as_dtype(self.dtype))
+        object.__setattr__(self, "saturate", bool(self.saturate))
 
 
 def _cast(at: CastAttrs, x: np.ndarray) -> np.ndarray:
-    """NumPy's conversion (floats truncate toward zero; NaN is true as a bool)."""
-    with np.errstate(all="ignore"):
-        return x.astype(at.dtype.np)
+    return convert_array(x, at.dtype, at.saturate)
 
 
 register(OpDef("cast", CastAttrs, Pattern.ELEMENTWISE,

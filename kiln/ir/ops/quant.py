@@ -21,25 +21,30 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import ml_dtypes
 import numpy as np
 
 from kiln.errors import ModelError
-from kiln.ir.dtype import DType, as_dtype
+from kiln.ir.dtype import DType, as_dtype, convert_array
 from kiln.ir.ops.registry import NoAttrs, OpDef, Pattern, register
 from kiln.ir.types import Dim, TensorType, broadcast_shapes, normalize_axis
 
-QUANT_DTYPES = ("int8", "uint8", "int16", "uint16")   # what quantize may produce
+QUANT_DTYPES = ("int8", "uint8", "int16", "uint16", "int4", "uint4", "int2", "uint2",
+                "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz",
+                "float4_e2m1fn")                      # what quantize may produce
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
 @dataclass(frozen=True)
 class QuantAttrs:
     """``dtype``: the output dtype (quantize: the integer type; dequantize: the float type).
-    ``block_size`` > 0: blocked quantization along ``axis`` (see the module docstring)."""
+    ``block_size`` > 0: blocked quantization along ``axis`` (see the module docstring).
+    ``saturate``: a float8 output clamps to its largest finite value (ONNX opset 19)."""
 
     dtype: DType
     axis: int = 0
     block_size: int = 0
+    saturate: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", as_dtype(self.dtype))
@@ -51,7 +56,7 @@ class QuantAttrs:
 
 def quant_range(dtype: DType | str) -> tuple[int, int]:
     """The integer range an output of ``dtype`` saturates to."""
-    info = np.iinfo(np.dtype(str(dtype)))
+    info = ml_dtypes.iinfo(as_dtype(dtype).np)
     return int(info.min), int(info.max)
 
 
@@ -114,6 +119,10 @@ def _quantize_ref(at: QuantAttrs, x: np.ndarray, scale: np.ndarray,
     calc = calc_dtype(as_dtype(x.dtype), as_dtype(scale.dtype))
     s = expand_param(scale, x.shape, at).astype(calc)
     z = expand_param(zp, x.shape, at).astype(calc)
+    if at.dtype.is_float:     # float8: x / scale, cast (ONNX's reference); float4 adds zp
+        with np.errstate(all="ignore"):
+            q = x.astype(calc) / s + (z if at.dtype is DType.float4_e2m1fn else 0)
+        return convert_array(q, at.dtype, at.saturate)
     with np.errstate(divide="ignore", invalid="ignore"):
         q = np.rint(x.astype(calc) / s) + z          # np.rint rounds half to even
     lo, hi = quant_range(at.dtype)
@@ -130,8 +139,8 @@ def _infer_dequantize(at: QuantAttrs, x: TensorType, scale: TensorType,
     if not at.dtype.is_float or not scale.dtype.is_float:
         raise ModelError(f"dequantize needs a float scale and output, got {scale.dtype} and "
                          f"{at.dtype}")
-    if x.dtype.is_float or x.dtype is DType.bool:
-        raise ModelError(f"dequantize needs an integer input, got {x.dtype}")
+    if (x.dtype.is_float and not x.dtype.is_bits) or x.dtype is DType.bool:
+        raise ModelError(f"dequantize needs an integer or narrow float input, got {x.dtype}")
     if zp.dtype != x.dtype:
         raise ModelError(f"dequantize of {x.dtype} needs a zero point of that dtype, got "
                          f"{zp.dtype}")

@@ -32,6 +32,11 @@ class NoAttrs:
     """Attributes of an op that has none."""
 
 
+# The ops that take float8 / float4 / int4 / int2 values (``DType.is_bits``): conversions, and
+# data movement that copies whole elements.
+BIT_TYPE_OPS = frozenset({"cast", "quantize", "dequantize", "reshape", "transpose", "slice",
+                          "concat", "split", "broadcast_to", "tile", "gather"})
+
 InferFn = Callable[..., TensorType | tuple[TensorType, ...]]
 ReferenceFn = Callable[..., np.ndarray | tuple[np.ndarray, ...]]
 
@@ -65,7 +70,13 @@ class OpDef:
             want = f"{lo}" if lo == hi else f"{lo} to {hi if hi is not None else 'any'}"
             raise ModelError(f"op {self.name} takes {want} inputs, got {len(types)}")
         out = self.infer(attrs, *types)
-        return list(out) if isinstance(out, tuple) else [out]
+        out = list(out) if isinstance(out, tuple) else [out]
+        if self.name not in BIT_TYPE_OPS:
+            bits = sorted({t.dtype.value for t in [*types, *out] if t.dtype.is_bits})
+            if bits:
+                raise ModelError(f"op {self.name} does not take {', '.join(bits)}: kiln computes "
+                                 "on these types only after a Cast to a wider type")
+        return out
 
     def run_reference(self, attrs: Any, arrays: list[np.ndarray]) -> list[np.ndarray]:
         out = self.reference(attrs, *arrays)

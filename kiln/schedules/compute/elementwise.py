@@ -13,6 +13,7 @@ from tvm.ir.expr import Expr  # TVM 0.27's PrimExpr
 
 from kiln.ir.ops.elementwise import GeluApprox
 from kiln.schedules.compute import fastmath
+from kiln.schedules.compute.narrow import convert
 from kiln.schedules.compute.registry import NodeInfo, broadcast_index, compute, const
 
 
@@ -295,7 +296,9 @@ def mod(n: NodeInfo, a: te.Tensor, b: te.Tensor) -> te.Tensor:
 # -- cast, where --------------------------------------------------------------------------------
 @compute("cast")
 def cast(n: NodeInfo, x: te.Tensor) -> te.Tensor:
-    return te.compute(n.shape, lambda *i: x(*i).astype(n.dtype), name=n.name)
+    src, dst = n.ins[0].dtype, n.outs[0].dtype
+    return te.compute(n.shape, lambda *i: convert(x(*i), src, dst, n.attrs.saturate),
+                      name=n.name)
 
 
 @compute("where")

@@ -18,6 +18,7 @@ from kiln.ir.dtype import DType
 from kiln.ir.ops.quant import calc_dtype, quant_range
 from kiln.ir.types import normalize_axis
 from kiln.schedules.compute.matmul import gemm_padded, matmul_operand
+from kiln.schedules.compute.narrow import convert
 from kiln.schedules.compute.registry import (
     NodeInfo,
     broadcast_index,
@@ -40,9 +41,18 @@ def quantize(n: NodeInfo, x: te.Tensor, scale: te.Tensor, zp: te.Tensor) -> te.T
     """Divide (not multiply by a reciprocal, which rounds differently), round half to even
     (``nearbyint`` in the default rounding mode), add the zero point, saturate; in float, as
     onnxruntime's MLAS does, so values past the integer range clamp instead of wrapping."""
-    at, shape = n.attrs, n.shape
-    calc = calc_dtype(DType(str(x.dtype)), DType(str(scale.dtype)))
-    lo, hi = (const(v, calc) for v in quant_range(n.dtype))
+    at, shape, out = n.attrs, n.shape, n.outs[0].dtype
+    calc = calc_dtype(n.ins[0].dtype, n.ins[1].dtype)
+
+    def narrow_float(*i: Any) -> Any:     # float8: x / scale; float4 adds its zero point
+        q = x(*i).astype(calc) / _param(scale, shape, i, at).astype(calc)
+        if out is DType.float4_e2m1fn:
+            q = q + convert(_param(zp, shape, i, at), out, DType.float32).astype(calc)
+        return convert(q, DType(calc), out, at.saturate)
+
+    if out.is_float:
+        return te.compute(shape, narrow_float, name=n.name)
+    lo, hi = (const(v, calc) for v in quant_range(out))
 
     def f(*i: Any) -> Any:
         s = _param(scale, shape, i, at).astype(calc)
@@ -55,13 +65,13 @@ def quantize(n: NodeInfo, x: te.Tensor, scale: te.Tensor, zp: te.Tensor) -> te.T
 
 @compute("dequantize")
 def dequantize(n: NodeInfo, x: te.Tensor, scale: te.Tensor, zp: te.Tensor) -> te.Tensor:
-    at, shape = n.attrs, n.shape
-    calc = calc_dtype(DType(str(scale.dtype)))
+    at, shape, src = n.attrs, n.shape, n.ins[0].dtype
+    calc = calc_dtype(n.ins[1].dtype)
 
-    def f(*i: Any) -> Any:
-        z = _param(zp, shape, i, at).astype(calc)
+    def f(*i: Any) -> Any:     # convert: a narrow float input decodes, an integer widens
+        z = convert(_param(zp, shape, i, at), src, DType(calc))
         s = _param(scale, shape, i, at).astype(calc)
-        return ((x(*i).astype(calc) - z) * s).astype(n.dtype)
+        return ((convert(x(*i), src, DType(calc)) - z) * s).astype(n.dtype)
 
     return te.compute(shape, f, name=n.name)
 

@@ -22,6 +22,7 @@ class NodeInfo:
     outs: tuple[TensorType, ...]
     name: str                      # block name prefix, unique within the kernel
     syms: Mapping[str, tirx.Var] = field(default_factory=dict)   # symbolic dims -> vars
+    ins: tuple[TensorType, ...] = ()   # the input types (a TE tensor holds only the storage)
 
     @property
     def shape(self) -> tuple[Extent, ...]:
@@ -29,7 +30,8 @@ class NodeInfo:
 
     @property
     def dtype(self) -> str:
-        return self.outs[0].dtype.value
+        """The TVM dtype of the (first) output's buffer."""
+        return self.outs[0].dtype.tvm
 
 
 ComputeFn = Callable[..., te.Tensor | tuple[te.Tensor, ...]]

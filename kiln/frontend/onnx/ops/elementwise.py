@@ -157,13 +157,14 @@ def _gelu(node: onnx.NodeProto, ctx: Context) -> list[Value]:
 
 
 def _cast_to(ctx: Context, x: Value, dtype: object) -> Value:
-    return x if dtype == x.dtype else ctx.emit("cast", [x], dtype=dtype)
+    # saturate (opset 19) only concerns float8 targets; round_mode (opset 24) only float8e8m0,
+    # which kiln does not support
+    saturate = bool(ctx.attr("saturate", 1))
+    return x if dtype == x.dtype else ctx.emit("cast", [x], dtype=dtype, saturate=saturate)
 
 
 @onnx_op("Cast")
 def _cast(node: onnx.NodeProto, ctx: Context) -> list[Value]:
-    # saturate (opset 19) and round_mode (opset 23) only concern float8 targets, which kiln
-    # rejects through the dtype table
     x = ctx.required(0)
     return [_cast_to(ctx, x, onnx_dtype(ctx.attr("to"), f"the Cast target of %{x.name}"))]
 

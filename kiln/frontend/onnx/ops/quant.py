@@ -144,7 +144,8 @@ def _quantize_linear(node: onnx.NodeProto, ctx: Context) -> list[Value]:
         calc = onnx_dtype(ctx.attr("precision"), "QuantizeLinear's precision")
         x, scale = _cast(ctx, x, calc), _cast(ctx, scale, calc)
     scale, zp, attrs = _quant_layout(ctx, x, scale, zp)
-    return [ctx.emit("quantize", [x, scale, zp], dtype=dtype, **attrs)]
+    saturate = bool(ctx.attr("saturate", 1))      # opset 19+: float8 outputs
+    return [ctx.emit("quantize", [x, scale, zp], dtype=dtype, saturate=saturate, **attrs)]
 
 
 @onnx_op("DequantizeLinear")
