@@ -39,14 +39,32 @@ use_all_cores()
 
 
 def set_num_threads(n: int) -> None:
-    """Run kiln libraries on ``n`` threads (at most the pool size: all cores by default)."""
-    if n < 1:
-        raise KilnError(f"num_threads must be >= 1, got {n}")
+    """Run kiln libraries on ``n`` threads: parallel loops split into ``n`` tasks, the calling
+    thread running one and ``n - 1`` pool workers the rest.
+
+    ``n`` may be at most the pool's size, fixed when the pool starts: every core this process
+    may run on, or ``TVM_NUM_THREADS`` if set before kiln is imported. TVM keeps one pool per
+    Python thread, so the setting holds for libraries called from the thread that made it."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise KilnError(f"num_threads must be an integer >= 1, got {n!r}")
+    before = num_threads()
+    _config_threadpool(int(n))
+    if num_threads() < n:
+        # the pool clamps silently to its size; asking for more is a mistake worth naming
+        size = num_threads()
+        _config_threadpool(before)
+        raise KilnError(f"num_threads={n} exceeds kiln's thread pool of {size} threads; set "
+                        f"TVM_NUM_THREADS={n} before importing kiln for a larger pool")
+
+
+def _config_threadpool(n: int) -> None:
+    # mode 1 ("big cores"): on x86 every core; TVM pins worker i to core i + 1 and lets the
+    # calling thread, which runs task 0, move over the pool's cores
     tvm.get_global_func("runtime.config_threadpool")(1, n)
 
 
 def num_threads() -> int:
-    """Threads kiln libraries run on in this thread."""
+    """Threads kiln libraries called from this thread run on (``set_num_threads``)."""
     return int(tvm.runtime.num_threads())
 
 
