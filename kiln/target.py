@@ -33,11 +33,13 @@ class Isa(Enum):
 
 @dataclass(frozen=True)
 class Target:
-    """A kiln target: its name, its ISA class and the LLVM target TVM compiles for."""
+    """A kiln target: its name, its ISA class and the LLVM target TVM compiles for; ``vnni``:
+    the CPU has AVX-512 VNNI (``vpdpbusd``, the int8 dot product the int8 GEMM uses)."""
 
     name: str
     isa: Isa
     mcpu: str
+    vnni: bool = False
 
     @property
     def tvm_target(self) -> dict:
@@ -57,7 +59,7 @@ def host_target() -> Target:
     feats = {str(f) for f in codegen.llvm_get_cpu_features(
         tvm.target.Target({"kind": "llvm", "mcpu": cpu}))}
     if "avx512f" in feats:
-        return Target("x86", Isa.AVX512, cpu)
+        return Target("x86", Isa.AVX512, cpu, vnni="avx512vnni" in feats)
     if "avx2" in feats and "fma" in feats:
         return Target("x86", Isa.AVX2, cpu)
     raise KilnError(f"this CPU ({cpu}) has neither AVX2+FMA nor AVX-512; kiln's x86 schedules "

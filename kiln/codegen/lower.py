@@ -36,8 +36,13 @@ from kiln.schedules.compute.matmul import (
     pack_weight,
     packed_operand,
 )
-from kiln.schedules.compute.quant import integer_product
+from kiln.schedules.compute.quant import (
+    integer_product,
+    pack_weight_vnni,
+    vnni_matmul_integer,
+)
 from kiln.schedules.compute.registry import shape_of, te_shape
+from kiln.schedules.x86.int_gemm import default_vnni_knobs, schedule_vnni_gemm
 from kiln.target import Target
 
 GEMM_OPS = ("matmul", "dense", "matmul_integer")
@@ -47,6 +52,7 @@ class Template(Enum):
     """The x86 schedule template a group gets, chosen by its anchor op."""
 
     GEMM = "gemm"
+    VNNI_GEMM = "vnni gemm"     # matmul_integer with a constant int8 weight on AVX-512 VNNI
     CONV2D = "conv2d"
     POOL = "pool"
     ROW_REDUCTION = "row reduction"
@@ -106,6 +112,15 @@ def plan_schedule(group: Group, target: Target) -> SchedulePlan:
         return SchedulePlan(Template.RECURRENCE, target, dtype, notes=[
             f"{anchor.op.name}: loop nest written scheduled in its compute (parallel over "
             "independent rows, vectorised over trailing dims)"])
+    if anchor is not None and _vnni_gemm(anchor, target):
+        a, out = anchor.inputs[0].shape, anchor.outputs[0].shape
+        m, n, k = out[-2], out[-1], a[-1]
+        knobs = default_vnni_knobs(_typical(m), n, k)
+        return SchedulePlan(Template.VNNI_GEMM, target, dtype, knobs,
+                            packed_weight=anchor.inputs[1].data, notes=[
+                                f"int8 gemm M={m} N={n} K={k} on vpdpbusd: {knobs}",
+                                f"weight %{anchor.inputs[1].name} packed into "
+                                f"{-(-n // knobs.nr)} panels of K/4 x {knobs.nr} x 4"])
     if anchor is not None and anchor.op.name in GEMM_OPS:
         a, out = anchor.inputs[0].shape, anchor.outputs[0].shape
         m, n, k = (out[-2] if len(out) > 1 else 1), out[-1], a[-1]
@@ -147,6 +162,17 @@ def plan_schedule(group: Group, target: Target) -> SchedulePlan:
         return SchedulePlan(Template.ROW_REDUCTION, target, dtype, row_rank=rows,
                             notes=[f"row reduction: {rows} row axes"])
     return SchedulePlan(Template.INJECTIVE, target, dtype)
+
+
+def _vnni_gemm(n: Node, target: Target) -> bool:
+    """A matmul_integer that vpdpbusd (uint8 x int8) takes: a VNNI target, a constant 2-D
+    int8 weight (packed at compile time, its column sums folded), a uint8 or int8 activation
+    (int8 shifted by 128). A runtime or uint8 weight keeps the widening GEMM template."""
+    if n.op.name != "matmul_integer" or not target.vnni:
+        return False
+    w = n.inputs[1]
+    return w.is_constant and w.type.rank == 2 and w.dtype.value == "int8" \
+        and isinstance(n.inputs[0].shape[-1], int)
 
 
 def _packable_weight(n: Node) -> np.ndarray | None:
@@ -204,9 +230,9 @@ def build_te(group: Group, plan: SchedulePlan
         info = NodeInfo(n.attrs, tuple(o.type for o in n.outputs), names.fresh(n.name), syms,
                         tuple(v.type for v in n.inputs))
         ins = [tensors.get(id(v)) for v in n.inputs]      # None: the weight, packed below
-        if n is anchor and plan.template is Template.GEMM:
+        if n is anchor and plan.template in (Template.GEMM, Template.VNNI_GEMM):
             outs = _padded_gemm(n, info, ins, plan, names, params, args)
-            anchor_block = outs.op.input_tensors[0].op.name    # the padded GEMM under the view
+            anchor_block = f"{info.name}_gemm"       # the padded GEMM under the view
         else:
             if n.op.name not in COMPUTE:
                 raise ModelError(f"node {n.name}: op {n.op.name} has no TE compute yet")
@@ -224,6 +250,8 @@ def _padded_gemm(n: Node, info: NodeInfo, ins: list, plan: SchedulePlan, names: 
     """The anchor GEMM on the grid its cache tiles divide: M padded to a multiple of ``mc``,
     and N to whole ``nr`` panels when the weight is packed (adding it as a parameter)."""
     cfg = plan.knobs
+    if plan.template is Template.VNNI_GEMM:
+        return _vnni_padded_gemm(n, info, ins, plan, names, params, args)
     shape = info.shape if len(info.shape) > 1 else (1, *info.shape)
     k_extent = shape_of(ins[0])[-1]
     if plan.packed_weight is not None:
@@ -247,6 +275,28 @@ def _padded_gemm(n: Node, info: NodeInfo, ins: list, plan: SchedulePlan, names: 
     product = integer_product(info.shape, ins[0], ins[2], ins[3]) \
         if n.op.name == "matmul_integer" else None
     return gemm_padded(info, ins[0], b_at, k_extent, m_pad, n_pad, product)
+
+
+def _vnni_padded_gemm(n: Node, info: NodeInfo, ins: list, plan: SchedulePlan, names: _Names,
+                      params: list[te.Tensor], args: list[Value | np.ndarray]) -> te.Tensor:
+    """matmul_integer on vpdpbusd: the weight packed into [N/nr, K/4, nr, 4] panels and its
+    column sums [N] (int32, for the activation zero point's term) as parameters."""
+    w, (az, bz) = plan.packed_weight, n.inputs[2:]
+    panels = pack_weight_vnni(w, plan.knobs.nr)
+    bp = te.placeholder(panels.shape, "int8", name=names.fresh(f"{n.inputs[1].name}_packed"))
+    params.append(bp)
+    args.append(panels)
+    colsum = None
+    az_zero = az.is_constant and not np.any(az.data) and az.dtype.value == "uint8"
+    if not az_zero:
+        sums = w.astype(np.int32).sum(axis=0, dtype=np.int32)     # |sum| <= 128 K
+        colsum = te.placeholder(sums.shape, "int32", name=names.fresh(f"{n.inputs[1].name}_colsum"))
+        params.append(colsum)
+        args.append(sums)
+    bz_zero = bz.is_constant and not np.any(bz.data)
+    m_pad = x86.round_up(info.shape[-2], plan.knobs.mc)
+    return vnni_matmul_integer(info, ins[0], ins[2], ins[3], bp, colsum, w.shape[0], m_pad,
+                               bz_zero)
 
 
 class _Names:
@@ -277,6 +327,8 @@ def apply_schedule(func: tirx.PrimFunc, plan: SchedulePlan,
     lanes = isa.lanes(plan.dtype)
     if plan.template is Template.GEMM:
         x86.schedule_gemm(sch, anchor_block, plan.knobs, isa)
+    elif plan.template is Template.VNNI_GEMM:
+        schedule_vnni_gemm(sch, anchor_block, plan.knobs)
     elif plan.template is Template.CONV2D:
         x86.schedule_conv2d(sch, anchor_block, plan.knobs, isa)
     elif plan.template is Template.POOL:

@@ -1,6 +1,9 @@
-"""The x86 GEMM template on matmul_integer: int32 accumulation of (a - az) * (b - bz) on ragged
+"""The x86 GEMM templates on matmul_integer: int32 accumulation of (a - az) * (b - bz) on ragged
 shapes, the int8 weight packed at compile time, a runtime B packed per task, zero points per
-tensor, per row and per column, and a fused dequantizing epilogue."""
+tensor, per row and per column, and a fused dequantizing epilogue. On AVX-512 VNNI (this CPU's
+"x86" when it has it) a constant int8 weight takes the vpdpbusd template (zero points applied
+outside the dot product); "x86-avx512" (skylake, no VNNI) and "x86-avx2" keep the widening one.
+All results are compared for exact equality with the NumPy reference."""
 
 from __future__ import annotations
 
@@ -9,7 +12,13 @@ import pytest
 import tvm
 
 import kiln
+from kiln.codegen.pipeline import Compilation
+from kiln.ir.ops.quant import requantize_steps
+from kiln.target import get_target
 from kiln.testing import assert_matches_reference
+
+needs_vnni = pytest.mark.skipif(not get_target("x86").vnni,
+                                reason="this CPU has no AVX-512 VNNI")
 
 
 def _ints(dtype: str, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -63,7 +72,7 @@ def test_int_gemm_batched_with_fused_epilogue() -> None:
 def test_int8_weight_is_packed_at_compile_time() -> None:
     """The constant weight goes into the library packed, still int8 (1 byte per element)."""
     g, _ = int_gemm(7, 13, 40)
-    (kernel,) = kiln.compile_stages(g).kernels
+    (kernel,) = kiln.compile_stages(g, target="x86-avx512").kernels
     packed = [a for a in kernel.args if isinstance(a, np.ndarray) and a.ndim == 3]
     assert len(packed) == 1 and packed[0].dtype == np.int8
     assert packed[0].shape[1] == 13 and packed[0].shape[0] * packed[0].shape[2] >= 40
@@ -79,3 +88,135 @@ def test_int_gemm_is_vectorised() -> None:
                       target=tvm.target.Target(c.target.tvm_target)).mod.inspect_source("asm")
     muls = [ln for ln in asm.splitlines() if "vpmulld" in ln]
     assert muls and all("zmm" in ln for ln in muls)
+
+
+# -- AVX-512 VNNI (vpdpbusd) -------------------------------------------------------------------
+def vnni_gemm(m: int, k: int, n: int, adt: str = "uint8", az: str = "runtime",
+              bz: str = "zero", batch: tuple[int, ...] = (), epilogue: str = "",
+              seed: int = 0) -> tuple[kiln.Graph, dict[str, np.ndarray]]:
+    """matmul_integer with a constant int8 weight. ``az``: "runtime" (a scalar input, as
+    DynamicQuantizeLinear makes), "zero", "scalar" or "rows" (constants); ``bz``: "zero",
+    "scalar" or "columns" (constants). ``epilogue``: "" (int32 out), "dequantize" (cast, times
+    a scale) or "requantize" (fixed-point rescale, add a zero point, clamp to int8)."""
+    g = kiln.Graph("vnni_gemm")
+    a = g.input("a", (*batch, m, k), adt)
+    b = g.constant(_ints("int8", (k, n), seed + 1), name="b", dtype="int8")
+    feeds = {"a": _ints(adt, (*batch, m, k), seed)}
+    if az == "runtime":
+        a_zp = g.input("az", (), adt)
+        feeds["az"] = _ints(adt, (), seed + 2)
+    else:
+        shape = (m, 1) if az == "rows" else ()
+        data = np.zeros(shape, adt) if az == "zero" else _ints(adt, shape, seed + 2)
+        a_zp = g.constant(data, name="az", dtype=adt)
+    bz_shape = (n,) if bz == "columns" else ()
+    bz_data = np.zeros(bz_shape, np.int8) if bz == "zero" else _ints("int8", bz_shape, seed + 3)
+    y = g.add("matmul_integer", [a, b, a_zp, g.constant(bz_data, name="bz", dtype="int8")])[0]
+    if epilogue == "dequantize":
+        y = g.add("cast", [y], dtype="float32")[0]
+        y = g.add("mul", [y, g.input("scale", (), "float32")])[0]
+        feeds["scale"] = np.array(0.003, np.float32)
+    elif epilogue == "requantize":
+        for i, (mult, shift) in enumerate(requantize_steps(1e-4, 255 * 128 * 4 * k)):
+            y = g.add("fixed_point_multiply", [
+                y, g.constant(mult.astype(np.int32), name=f"m{i}", dtype="int32"),
+                g.constant(shift.astype(np.int32), name=f"s{i}", dtype="int32")])[0]
+        y = g.add("add", [y, g.constant(np.array(3, np.int32), name="yz", dtype="int32")])[0]
+        y = g.add("maximum", [y, g.constant(np.array(-128, np.int32), name="lo",
+                                            dtype="int32")])[0]
+        y = g.add("minimum", [y, g.constant(np.array(127, np.int32), name="hi",
+                                            dtype="int32")])[0]
+        y = g.add("cast", [y], dtype="int8")[0]
+    g.output(y)
+    return g, feeds
+
+
+def _vnni_kernel(g: kiln.Graph) -> Compilation:
+    c = kiln.compile_stages(g)
+    (kernel,) = c.kernels
+    assert any("vpdpbusd" in note for note in kernel.notes), kernel.notes
+    return c
+
+
+@needs_vnni
+@pytest.mark.parametrize("m,k,n", [(1, 2, 3), (7, 13, 5), (17, 64, 48), (72, 73, 74),
+                                   (64, 512, 96), (33, 130, 401)])
+@pytest.mark.parametrize("adt", ["uint8", "int8"])
+def test_vnni_ragged_shapes(m: int, k: int, n: int, adt: str) -> None:
+    """M, N and K off the 4 / 16 / tile grid: K padded with zero groups, N with zero panels,
+    M with clamped rows; a runtime activation zero point (uint8 and int8 = uint8 - 128)."""
+    g, feeds = vnni_gemm(m, k, n, adt)
+    _vnni_kernel(g)
+    assert_matches_reference(g, feeds, rtol=0, atol=0)
+
+
+@needs_vnni
+@pytest.mark.parametrize("az,bz", [("zero", "zero"), ("scalar", "zero"), ("rows", "zero"),
+                                   ("runtime", "scalar"), ("scalar", "columns"),
+                                   ("rows", "columns"), ("zero", "columns")])
+@pytest.mark.parametrize("adt", ["uint8", "int8"])
+def test_vnni_zero_points(az: str, bz: str, adt: str) -> None:
+    """Per-tensor, per-row and per-column zero points, constant or runtime, folded outside
+    the dot product: - az colsum(b) - bz rowsum(a) + K az bz."""
+    g, feeds = vnni_gemm(19, 45, 37, adt, az, bz)
+    _vnni_kernel(g)
+    assert_matches_reference(g, feeds, rtol=0, atol=0)
+
+
+@needs_vnni
+@pytest.mark.parametrize("bz", ["zero", "columns"])
+def test_vnni_batched_with_dequantize_epilogue(bz: str) -> None:
+    g, feeds = vnni_gemm(9, 40, 33, batch=(2,), bz=bz, epilogue="dequantize")
+    _vnni_kernel(g)
+    assert_matches_reference(g, feeds, rtol=1e-6, atol=0)
+
+
+@needs_vnni
+@pytest.mark.parametrize("adt,bz", [("uint8", "zero"), ("int8", "columns")])
+def test_vnni_fused_requantize_epilogue(adt: str, bz: str) -> None:
+    """The int32 result rescaled in fixed point, offset and clamped to int8, in the GEMM's
+    kernel: exact."""
+    g, feeds = vnni_gemm(21, 100, 50, adt, bz=bz, epilogue="requantize")
+    _vnni_kernel(g)
+    assert_matches_reference(g, feeds, rtol=0, atol=0)
+
+
+@needs_vnni
+def test_vnni_extreme_values() -> None:
+    """All operands at their extremes (255 x -128 over K = 1000): the int32 sums are exact."""
+    g, _ = vnni_gemm(5, 1000, 20, "uint8", az="scalar", bz="scalar")
+    assert_matches_reference(g, {"a": np.full((5, 1000), 255, np.uint8)}, rtol=0, atol=0)
+    g, _ = vnni_gemm(5, 1000, 20, "int8", az="scalar", bz="columns")
+    assert_matches_reference(g, {"a": np.full((5, 1000), -128, np.int8)}, rtol=0, atol=0)
+
+
+@needs_vnni
+def test_vnni_weight_packed_with_column_sums() -> None:
+    """The weight goes in as [N/nr, K/4, nr, 4] int8 panels (zero-padded), its column sums as
+    int32; the asm multiplies with vpdpbusd on zmm registers (vpmulld is left only in the
+    epilogue, for az * colsum)."""
+    g, _ = vnni_gemm(7, 13, 40)
+    c = _vnni_kernel(g)
+    (kernel,) = c.kernels
+    packed = [a for a in kernel.args if isinstance(a, np.ndarray) and a.dtype == np.int8]
+    (p,) = packed
+    assert p.ndim == 4 and p.shape[1:4:2] == (4, 4) and p.shape[0] * p.shape[2] >= 40
+    sums = [a for a in kernel.args if isinstance(a, np.ndarray) and a.dtype == np.int32]
+    assert len(sums) == 1
+    asm = tvm.compile(tvm.IRModule({kernel.name: kernel.func}),
+                      target=tvm.target.Target(c.target.tvm_target)).mod.inspect_source("asm")
+    dots = [ln for ln in asm.splitlines() if "vpdpbusd" in ln]
+    assert dots and all("zmm" in ln for ln in dots)
+
+
+def test_no_vnni_keeps_the_widening_template() -> None:
+    """Targets without VNNI (AVX2, skylake AVX-512) and a runtime weight take the widening
+    template, still exact."""
+    g, feeds = vnni_gemm(7, 13, 5, "int8", bz="columns")
+    for target in ("x86-avx2", "x86-avx512"):
+        (kernel,) = kiln.compile_stages(g, target=target).kernels
+        assert not any("vpdpbusd" in note for note in kernel.notes)
+        assert_matches_reference(g, feeds, rtol=0, atol=0, target=target)
+    g, feeds = int_gemm(7, 13, 5, const_b=False)
+    (kernel,) = kiln.compile_stages(g).kernels
+    assert not any("vpdpbusd" in note for note in kernel.notes)

@@ -1,0 +1,185 @@
+"""The x86 int8 GEMM template on AVX-512 VNNI: ``vpdpbusd`` on a weight packed at compile time.
+
+    C[b, m, n] = sum_k A_u8[b, m, k] * Bp[n // nr, k // 4, n % nr, k % 4]    (int32)
+
+``kiln.schedules.compute.quant.vnni_matmul_integer`` builds the blocks (A as uint8 padded to
+whole groups of 4 k steps, the raw GEMM, the zero-point terms in its view); this template
+tiles the GEMM and replaces each 16 x 4 piece by one ``vpdpbusd``:
+
+    A_u8 = pack(A)                        # parallel; k past K is 0, rows past M re-read row M-1
+    parallel for b, mt, nt:               # mc x nc block of C; its K x nc panels of Bp in L2
+      for mo, no:                         # one mr x nr register tile: mr * nr / 16 zmm
+        acc[mr, nr] = 0
+        for ko: for kq (unrolled ku):     # one group of 4 k steps
+          for mi (unrolled): for nv (unrolled):
+            acc[mi, nv*16 : nv*16+16] = vpdpbusd(acc, broadcast(A_u8[m, 4k:4k+4]),
+                                                 Bp[panel, k, nv*16 : nv*16+16, 0:4])
+        C[tile] = epilogue(acc - az * colsum(b) - bz * rowsum(a) + K * az * bz)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm import s_tir
+from tvm.script import tirx as T
+
+from kiln.errors import KnobError
+from kiln.schedules.compute.quant import VNNI_GROUP, VNNI_LANES
+from kiln.schedules.x86.common import (
+    block_name,
+    blocks,
+    inline_pointwise,
+    output_blocks,
+    runs_more_than,
+    schedule_pointwise,
+    total_extent,
+    worth_parallel,
+)
+from kiln.schedules.x86.gemm import round_up
+
+VNNI_INTRIN = "kiln_vnni_16x4_u8i8i32"
+
+
+# C[i] += sum_k A[k] * B[i, k] for 16 lanes i and 4 bytes k, C a register tile ("local"; TVM's
+# own description is for a C in memory).
+@T.prim_func(s_tir=True)
+def _vnni_desc(A: T.Buffer((4,), "uint8", offset_factor=1),
+               B: T.Buffer((16, 4), "int8", offset_factor=1),
+               C: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+        T.writes(C[0:16])
+        for i, k in T.grid(16, 4):
+            with T.sblock("update"):
+                vi, vk = T.axis.remap("SR", [i, k])
+                C[vi] = C[vi] + T.Cast("int32", A[vk]) * T.Cast("int32", B[vi, vk])
+
+
+# TVM's own VNNI intrinsic (``dot_16x4_vnni``) fails LLVM verification with the bundled LLVM:
+# vpdpbusd's operands are now <64 x i8>. This one broadcasts the 4 bytes of A as one int32 and
+# reinterprets both operands as 64 bytes.
+@T.prim_func(s_tir=True)
+def _vnni_impl(A: T.Buffer((4,), "uint8", offset_factor=1),
+               B: T.Buffer((16, 4), "int8", offset_factor=1),
+               C: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+        T.writes(C[0:16])
+        a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+        a_u8x64 = T.reinterpret(T.broadcast(a_i32, 16), dtype="uint8x64")
+        C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+            C.vload([0], dtype="int32x16"), a_u8x64, B.vload([0, 0], dtype="int8x64"),
+            dtype="int32x16")
+
+
+s_tir.TensorIntrin.register(VNNI_INTRIN, _vnni_desc, _vnni_impl, override=True)
+
+
+@dataclass(frozen=True)
+class VnniGemmKnobs:
+    """Tile sizes: ``mr`` x ``nr`` register tile (``nr`` a multiple of 16, one zmm of int32
+    per 16 columns), ``mc`` x ``nc`` cache tile (one parallel task), ``ku`` groups of 4 k
+    steps unrolled."""
+
+    mr: int
+    nr: int
+    mc: int
+    nc: int
+    ku: int
+
+
+# (mr, nr) register tiles of 24 accumulators (16 for one column vector): with nr / 16 loads of
+# B and one broadcast of A live, 24 + 4 + 1 <= 32 zmm. 24 independent vpdpbusd chains cover its
+# latency (5 cycles) x throughput (2 per cycle) twice over.
+REGISTER_TILES = ((6, 64), (8, 48), (12, 32), (16, 16))
+
+
+def default_vnni_knobs(m: int, n: int, k: int) -> VnniGemmKnobs:
+    """Untuned defaults: the register tile that pads M x N least (ties: the wider one, fewer
+    broadcasts of A per vpdpbusd), the cache tile as in the float template (4 to 8 register
+    tiles of rows, up to 4 panels of columns dividing the panel count)."""
+    tiles = [(min(mr, m), nr) for mr, nr in REGISTER_TILES if nr <= round_up(n, VNNI_LANES)]
+    mr, nr = min(tiles, key=lambda t: (round_up(m, t[0]) * round_up(n, t[1]), -t[1]))
+    if m > 4 * mr:
+        mc = min((mr * t for t in range(8, 3, -1)), key=lambda c: round_up(m, c))
+    else:
+        mc = round_up(m, mr)
+    panels = -(-n // nr)
+    nc = nr * next(d for d in (4, 3, 2, 1) if panels % d == 0)
+    groups = -(-k // VNNI_GROUP)
+    ku = next(u for u in (4, 2, 1) if groups % u == 0)
+    return VnniGemmKnobs(mr=mr, nr=nr, mc=mc, nc=nc, ku=ku)
+
+
+def check_vnni_knobs(cfg: VnniGemmKnobs) -> None:
+    for name in ("mr", "nr", "mc", "nc", "ku"):
+        if getattr(cfg, name) < 1:
+            raise KnobError(f"vnni gemm knob {name}={getattr(cfg, name)} must be >= 1")
+    if cfg.nr % VNNI_LANES:
+        raise KnobError(f"vnni gemm knob nr={cfg.nr} must be a multiple of {VNNI_LANES}")
+    if cfg.mc % cfg.mr or cfg.nc % cfg.nr:
+        raise KnobError(f"vnni gemm knobs: mc={cfg.mc} must be a multiple of mr={cfg.mr} and "
+                        f"nc={cfg.nc} a multiple of nr={cfg.nr}")
+    vectors = cfg.nr // VNNI_LANES
+    if cfg.mr * vectors + vectors + 1 > 32:
+        raise KnobError(f"vnni gemm register tile {cfg.mr}x{cfg.nr} needs "
+                        f"{cfg.mr * vectors} accumulators: more than 32 zmm registers")
+
+
+def schedule_vnni_gemm(sch: s_tir.Schedule, gemm: str, cfg: VnniGemmKnobs) -> None:
+    """Schedule the kernel built by ``vnni_matmul_integer`` whose GEMM block is ``gemm``, with
+    its pointwise epilogue (see the module docstring for the loop nest)."""
+    check_vnni_knobs(cfg)
+    out_names = {block_name(sch, b) for b in output_blocks(sch)}
+    names = {block_name(sch, b) for b in blocks(sch)}
+    base = gemm.removesuffix("_gemm")            # the blocks vnni_matmul_integer names
+    pack_a, rowsum = f"{base}_a_u8", f"{base}_rowsum"
+    inline_pointwise(sch, keep={gemm, pack_a})   # the epilogue becomes one block, reading C
+    if pack_a in names:     # A as uint8: one pass, vectorised over k (64 bytes a vector)
+        schedule_pointwise(sch, sch.get_sblock(pack_a), 64)
+    if rowsum in names:                          # sum_k A_u8 per row: M x K adds, serial k
+        *rows, _ = sch.get_loops(sch.get_sblock(rowsum))
+        total = total_extent(sch, rows)
+        row = sch.fuse(*rows) if len(rows) > 1 else rows[0]
+        if worth_parallel(total):
+            sch.parallel(row)
+    block = sch.get_sblock(gemm)
+    *batch, m, n, k = sch.get_loops(block)
+    # m: task rows (mt) x register tiles in a task (mo) x rows of one register tile (mi)
+    mt, mo, mi = sch.split(m, [None, cfg.mc // cfg.mr, cfg.mr])
+    # n: task columns (nt) x register tiles (no) x zmm of the tile (nv) x 16 int32 lanes (ni)
+    nt, no, nv, ni = sch.split(n, [None, cfg.nc // cfg.nr, cfg.nr // VNNI_LANES, VNNI_LANES])
+    # k: unrolled steps (ko) x groups of 4 in one step (kq) x the 4 bytes one lane sums (ki)
+    ko, kq, ki = sch.split(k, [None, cfg.ku, VNNI_GROUP])
+    sch.reorder(*batch, mt, nt, mo, no, ko, kq, mi, nv, ni, ki)
+    task = sch.fuse(*batch, mt, nt)
+    sch.parallel(task)                           # tasks write disjoint C tiles: no locks
+    for loop in (kq, mi, nv):
+        sch.unroll(loop)
+    # Accumulate the tile in registers; the epilogue reads them directly and stores C once.
+    # With row sums (a nonzero bz) it cannot: a block computed at the register tile must have
+    # all its producers there, and the row sums are computed once, before the GEMM. The tile
+    # is then stored as is, and the epilogue is a second pass over C.
+    write_back = sch.cache_write(block, 0, "local")
+    if gemm in out_names or rowsum in names:
+        out = write_back
+    else:
+        sch.compute_inline(write_back)
+        (out,) = output_blocks(sch)
+    sch.reverse_compute_at(out, no)
+    inner = sch.get_loops(out)[-1]
+    if runs_more_than(sch, inner, 1):
+        sch.vectorize(inner)
+    if rowsum in names and gemm not in out_names:
+        for epilogue in output_blocks(sch):
+            schedule_pointwise(sch, epilogue, VNNI_LANES)
+    # The intrinsic has no init: the accumulators start from the zero-point terms, set once
+    # per register tile before the k loop (one vector op per accumulator, unrolled over rows).
+    init = sch.decompose_reduction(block, ko)
+    *_, i_mi, i_nv, i_ni = sch.get_loops(init)
+    sch.unroll(i_mi)
+    sch.unroll(i_nv)
+    sch.vectorize(i_ni)
+    sch.tensorize(ni, VNNI_INTRIN)               # ni x ki (16 x 4): one vpdpbusd
