@@ -27,9 +27,9 @@ test-models: $(STAMP)
 	$(BIN)/python tests/models/fetch.py $(MODELS)
 	KILN_MODELS=$(MODELS) $(BIN)/python -m pytest -q -n $(JOBS) -m models tests/models
 
+# one table: kiln vs numpy/OpenBLAS and ONNX Runtime (GEMM, int8, norms, real models)
 bench: $(STAMP)
-	$(BIN)/python benchmarks/gemm.py --bert
-	$(BIN)/python benchmarks/encoder.py
+	$(BIN)/python -m benchmarks.cpu
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -5,25 +5,36 @@
 
 The model is written the way exporters write BERT (MatMul + Add projections, Reshape/Transpose
 heads, Softmax, LayerNormalization, GELU spelled out with Erf), so kiln's ONNX import, fusion
-and schedules are all on the path. Both engines use every core; ORT's workers do not spin, and
-each engine goes idle before the other is timed.
+and schedules are all on the path. Both engines use every core and are timed alternately
+(``benchmarks.timing``: ORT through IO binding, kiln through the VM's time evaluator), each
+going idle before the other is timed.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import os
-import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 import kiln
 from kiln.testing import relative_error
+
+if __package__ in (None, ""):                  # run as a script: make ``benchmarks`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.timing import (  # noqa: E402
+    all_cores,
+    alternate,
+    kiln_timer,
+    limit_threads,
+    ort_session,
+    ort_timer,
+)
 
 
 def encoder_onnx(layers: int, hidden: int, heads: int, ffn: int, seq: int,
@@ -78,15 +89,6 @@ def encoder_onnx(layers: int, hidden: int, heads: int, ffn: int, seq: int,
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
 
 
-def _time(fn, min_seconds: float = 0.3) -> float:
-    fn()
-    calls, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < min_seconds:
-        fn()
-        calls += 1
-    return (time.perf_counter() - t0) / calls
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=2)
@@ -97,26 +99,18 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args()
     model = encoder_onnx(args.layers, args.hidden, args.heads, args.ffn, args.seq)
-    threads = len(os.sched_getaffinity(0))
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(model.SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
+    threads = all_cores()
+    limit_threads(threads)
+    sess = ort_session(model.SerializeToString(), threads)
     t0 = time.perf_counter()
     lib = kiln.compile(model)
     compile_s = time.perf_counter() - t0
     x = np.random.default_rng(1).standard_normal((1, args.seq, args.hidden)).astype(np.float32)
     (ours,) = lib(x=x)
-    (theirs,) = sess.run(None, {"x": x})
+    ort_time, (theirs,) = ort_timer(sess, {"x": x}, 0.3)
     err = relative_error(ours, theirs)
-    t_ort, t_kiln = [], []
-    for _ in range(args.rounds):
-        t_ort.append(_time(lambda: sess.run(None, {"x": x})))
-        time.sleep(0.1)
-        t_kiln.append(statistics.median(lib.benchmark({"x": x}, number=10, repeat=5)))
-        time.sleep(0.1)
-    ms_ort, ms_kiln = statistics.median(t_ort) * 1e3, statistics.median(t_kiln) * 1e3
+    t_kiln, t_ort = alternate(kiln_timer(lib, {"x": x}, 0.3), ort_time, args.rounds)
+    ms_ort, ms_kiln = t_ort * 1e3, t_kiln * 1e3
     print(f"{args.layers}-layer encoder (hidden {args.hidden}, {args.heads} heads, FFN "
           f"{args.ffn}, seq {args.seq}) from ONNX, {threads} threads, median of {args.rounds} "
           f"alternating rounds")

@@ -4,14 +4,15 @@
 
 kiln compiles ``y = x @ W`` with ``W`` a constant (packed at compile time, as for any model
 weight); numpy multiplies the same arrays. Each round times numpy, then kiln, each over enough
-calls to take ~0.2 s; the table reports per-engine medians over rounds and the ratio.
+calls to take ~0.2 s (``benchmarks.timing``); the table reports per-engine medians over rounds
+and the ratio. ``python -m benchmarks.cpu --only gemm`` gives the suite's shapes in its table.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -19,17 +20,9 @@ import kiln
 import kiln.target
 from kiln import ops
 
-
-def _time(fn, min_seconds: float = 0.2) -> float:
-    """Seconds per call: repeat ``fn`` until ``min_seconds`` have passed."""
-    fn()
-    calls, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        calls += 1
-        elapsed = time.perf_counter() - t0
-        if elapsed >= min_seconds:
-            return elapsed / calls
+if __package__ in (None, ""):                  # run as a script: make ``benchmarks`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.timing import alternate, kiln_timer, per_call  # noqa: E402
 
 
 def bench(m: int, n: int, k: int, rounds: int) -> tuple[float, float]:
@@ -41,14 +34,11 @@ def bench(m: int, n: int, k: int, rounds: int) -> tuple[float, float]:
     lib = kiln.compile(g)
     (out,) = lib(a=a)
     np.testing.assert_allclose(out, a @ w, rtol=1e-3, atol=1e-3 * np.sqrt(k))
-    t_np, t_kiln = [], []
-    for _ in range(rounds):
-        t_np.append(_time(lambda: a @ w))
-        time.sleep(0.1)                         # let the other engine's workers go idle
-        t_kiln.append(statistics.median(lib.benchmark({"a": a}, number=5, repeat=5)))
-        time.sleep(0.1)
+    c = np.empty((m, n), np.float32)
+    t_kiln, t_np = alternate(kiln_timer(lib, {"a": a}),
+                             lambda: per_call(lambda: np.matmul(a, w, out=c)), rounds)
     flop = 2.0 * m * n * k
-    return flop / statistics.median(t_np) / 1e9, flop / statistics.median(t_kiln) / 1e9
+    return flop / t_np / 1e9, flop / t_kiln / 1e9
 
 
 def main() -> None:

@@ -1,0 +1,316 @@
+"""kiln against its anchors on this CPU, in one table: fp32 GEMM vs NumPy (OpenBLAS), int8 GEMM,
+LayerNorm and softmax vs ONNX Runtime single-op models (with the memory bandwidth a copy
+reaches in the same run), and the shared real models end to end vs ONNX Runtime.
+
+    python -m benchmarks.cpu [--threads N] [--only gemm,int8,norm,models] [--quick]
+                             [--json PATH] [--models DIR]
+
+Every pair runs alternately in this process (anchor, then kiln, ``--rounds`` times) with both
+engines on the same ``--threads`` (default: every core); the table gives per-engine medians
+and kiln time / anchor time (below 1.00 kiln is faster). Shapes of GEMMs are M x K x N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+import kiln
+import kiln.target
+from benchmarks import models as real_models
+from benchmarks.timing import (
+    Timer,
+    all_cores,
+    alternate,
+    geomean,
+    kiln_timer,
+    limit_threads,
+    ort_session,
+    ort_timer,
+    per_call,
+)
+
+SECTIONS = ("gemm", "int8", "norm", "models")
+FP32_GEMMS = [(256, 256, 256), (512, 512, 512), (1024, 1024, 1024), (2048, 2048, 2048),
+              (128, 384, 1536), (128, 1536, 384), (128, 384, 384)]     # BERT/MiniLM: FFN, proj
+INT8_GEMMS = [(64, 384, 512), (128, 384, 384), (128, 384, 1536), (128, 1536, 384)]
+NORM_SHAPES = [(128, 384), (4096, 1024)]
+COPY_SHAPE = (4096, 1024, 4)                   # 64 MiB of float32
+OPSET = 17
+
+
+@dataclass
+class Row:
+    """One line of the table; times in milliseconds (None where the engine failed)."""
+    section: str
+    case: str
+    anchor: str
+    kiln_ms: float | None
+    anchor_ms: float | None
+    note: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.ratio is None and self.kiln_ms and self.anchor_ms:
+            self.ratio = self.kiln_ms / self.anchor_ms
+
+
+@dataclass
+class Config:
+    threads: int
+    rounds: int
+    min_seconds: float
+    models_dir: Path
+
+    def pair(self, kiln_time: Timer, anchor_time: Timer) -> tuple[float, float]:
+        """Median ms of kiln and of its anchor, alternating."""
+        k, a = alternate(kiln_time, anchor_time, self.rounds)
+        return k * 1e3, a * 1e3
+
+
+def _rel_error(got: np.ndarray, want: np.ndarray) -> float:
+    """max |got - want| / max |want| (0 for empty outputs)."""
+    if not want.size:
+        return 0.0
+    scale = float(np.max(np.abs(want))) or 1.0
+    return float(np.max(np.abs(got.astype(np.float64) - want))) / scale
+
+
+def _one_op_model(op: str, x: tuple[str, int, tuple[int, ...]],
+                  y: tuple[int, tuple[int, ...]], inits: list[np.ndarray],
+                  **attrs: object) -> bytes:
+    """A single-node ONNX model: input ``x`` (name, elem type, shape), then ``inits`` as
+    constant initializers; one output ``y`` (elem type, shape)."""
+    name, elem, shape = x
+    init_names = [f"w{i}" for i in range(len(inits))]
+    graph = helper.make_graph(
+        [helper.make_node(op, [name, *init_names], ["y"], **attrs)], op.lower(),
+        [helper.make_tensor_value_info(name, elem, list(shape))],
+        [helper.make_tensor_value_info("y", *y)],
+        [numpy_helper.from_array(w, n) for w, n in zip(inits, init_names, strict=True)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              ir_version=10)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _onnx_pair(cfg: Config, model: bytes, feeds: dict[str, np.ndarray],
+               exact: bool) -> tuple[float, float, str]:
+    """Compile ``model`` with kiln, load it into ONNX Runtime, check kiln's output against
+    ORT's, time both alternately. Returns kiln ms, ORT ms, a note on the error."""
+    lib = kiln.compile(onnx.load_from_string(model), "x86")
+    sess = ort_session(model, cfg.threads)
+    ort_time, want = ort_timer(sess, feeds, cfg.min_seconds)
+    (got,) = lib(**feeds)
+    if exact:
+        note = "exact" if np.array_equal(got, want[0]) else "MISMATCH"
+    else:
+        note = f"err {_rel_error(got, want[0]):.0e}"
+    k, a = cfg.pair(kiln_timer(lib, feeds, cfg.min_seconds), ort_time)
+    return k, a, note
+
+
+def gemm_rows(cfg: Config) -> Iterator[Row]:
+    """fp32 ``a @ W`` (W constant, packed at compile time) vs ``numpy.matmul(out=)``."""
+    for m, k, n in FP32_GEMMS:
+        rng = np.random.default_rng(0)
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        w = rng.standard_normal((k, n)).astype(np.float32)
+        g = kiln.Graph("gemm")
+        g.output(kiln.ops.matmul(g.input("a", (m, k), "float32"), w))
+        lib = kiln.compile(g, "x86")
+        c = np.empty((m, n), np.float32)
+        err = _rel_error(lib(a=a)[0], a.astype(np.float64) @ w)
+        t_k, t_a = cfg.pair(kiln_timer(lib, {"a": a}, cfg.min_seconds),
+                            lambda a=a, w=w, c=c: per_call(lambda: np.matmul(a, w, out=c),
+                                                           cfg.min_seconds))
+        flop = 2.0 * m * n * k
+        gk, ga = flop / t_k / 1e6, flop / t_a / 1e6
+        yield Row("fp32 GEMM", f"{m}x{k}x{n}", "numpy", t_k, t_a,
+                  f"{gk:.0f} vs {ga:.0f} GFLOP/s, err {err:.0e}",
+                  {"kiln_gflops": gk, "anchor_gflops": ga})
+
+
+def int8_rows(cfg: Config) -> Iterator[Row]:
+    """uint8 activations x int8 constant weights -> int32 (ONNX MatMulInteger), both engines
+    on the same single-op model."""
+    for m, k, n in INT8_GEMMS:
+        rng = np.random.default_rng(0)
+        a = rng.integers(0, 256, (m, k), dtype=np.uint8)
+        b = rng.integers(-128, 128, (k, n), dtype=np.int8)
+        model = _one_op_model("MatMulInteger", ("a", TensorProto.UINT8, (m, k)),
+                              (TensorProto.INT32, (m, n)), [b])
+        t_k, t_a, note = _onnx_pair(cfg, model, {"a": a}, exact=True)
+        op = 2.0 * m * n * k
+        gk, ga = op / t_k / 1e6, op / t_a / 1e6
+        yield Row("int8 GEMM", f"{m}x{k}x{n}", "ORT", t_k, t_a,
+                  f"{gk:.0f} vs {ga:.0f} GOP/s, {note}", {"kiln_gops": gk, "anchor_gops": ga})
+
+
+def _copy_bandwidth(cfg: Config) -> tuple[Row, float]:
+    """The copy kernel: kiln's y = -x (a streaming elementwise kernel: one read and one write
+    per element, parallel over ``--threads``) against ``numpy.copyto`` (memcpy, one thread),
+    64 MiB each way. Bytes moved count each element read once and written once."""
+    x = np.random.default_rng(0).standard_normal(COPY_SHAPE).astype(np.float32)
+    g = kiln.Graph("copy")
+    g.output(kiln.ops.neg(g.input("x", COPY_SHAPE, "float32")))
+    lib = kiln.compile(g, "x86")
+    assert np.array_equal(lib(x=x)[0], -x)
+    dst = np.empty_like(x)
+    t_k, t_a = cfg.pair(kiln_timer(lib, {"x": x}, cfg.min_seconds),
+                        lambda: per_call(lambda: np.copyto(dst, x), cfg.min_seconds))
+    moved = 2 * x.nbytes
+    bk, ba = moved / t_k / 1e6, moved / t_a / 1e6
+    best, who = max((bk, "kiln y=-x"), (ba, "numpy.copyto"))
+    row = Row("memory", "copy 4096x1024x4 fp32", "numpy", t_k, t_a,
+              f"{bk:.1f} vs {ba:.1f} GB/s; bandwidth = {best:.1f} GB/s ({who})",
+              {"kiln_gbs": bk, "anchor_gbs": ba, "bandwidth_gbs": best})
+    return row, best
+
+
+def norm_rows(cfg: Config) -> Iterator[Row]:
+    """LayerNormalization (opset 17, last axis) and Softmax (opset 13+, last axis), single-op
+    models on both engines; GB/s counts one read and one write of the tensor, and % is of the
+    copy bandwidth measured first."""
+    row, bandwidth = _copy_bandwidth(cfg)
+    yield row
+    for rows, cols in NORM_SHAPES:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((rows, cols)).astype(np.float32)
+        gamma = rng.standard_normal(cols).astype(np.float32)
+        beta = rng.standard_normal(cols).astype(np.float32)
+        cases = [("LayerNorm", _one_op_model("LayerNormalization",
+                                             ("x", TensorProto.FLOAT, x.shape),
+                                             (TensorProto.FLOAT, x.shape), [gamma, beta],
+                                             axis=-1,
+                                             epsilon=1e-5)),
+                 ("softmax", _one_op_model("Softmax", ("x", TensorProto.FLOAT, x.shape),
+                                           (TensorProto.FLOAT, x.shape), [], axis=-1))]
+        for label, model in cases:
+            t_k, t_a, note = _onnx_pair(cfg, model, {"x": x}, exact=False)
+            moved = 2 * x.nbytes
+            bk, ba = moved / t_k / 1e6, moved / t_a / 1e6
+            yield Row(label, f"{rows}x{cols}", "ORT", t_k, t_a,
+                      f"{bk:.1f} GB/s = {100 * bk / bandwidth:.0f}% of copy "
+                      f"(ORT {ba:.1f}), {note}",
+                      {"kiln_gbs": bk, "anchor_gbs": ba,
+                       "kiln_pct_of_copy": 100 * bk / bandwidth})
+
+
+def model_rows(cfg: Config) -> Iterator[Row]:
+    """The shared real models (tests/models/MANIFEST.json) at the manifest's shapes."""
+    ratios = []
+    for name, path in real_models.fetch(cfg.models_dir).items():
+        lib, feeds, compile_s = real_models.compile_at_manifest(name, path)
+        sess = ort_session(path, cfg.threads)
+        ort_time, want = ort_timer(sess, feeds, cfg.min_seconds)
+        err = real_models.output_error(lib(**feeds), want)
+        t_k, t_a = cfg.pair(kiln_timer(lib, feeds, cfg.min_seconds), ort_time)
+        row = Row("model", name, "ORT", t_k, t_a,
+                  f"err {err:.0e}, compiled in {compile_s:.0f} s", {"error": err})
+        ratios.append(row.ratio)
+        yield row
+    if ratios:
+        yield Row("model", f"geometric mean ({len(ratios)} models)", "ORT", None, None,
+                  ratio=geomean(ratios))
+
+
+SECTION_ROWS: dict[str, Callable[[Config], Iterator[Row]]] = {
+    "gemm": gemm_rows, "int8": int8_rows, "norm": norm_rows, "models": model_rows}
+
+
+def _guarded(section: str, rows: Iterator[Row]) -> Iterator[Row]:
+    """A failing case ends its section with a row that says why, not the whole table (the
+    checkout is shared: one broken kernel should not hide the others' numbers)."""
+    try:
+        yield from rows
+    except Exception as e:   # reported in the table, with the traceback on stderr
+        traceback.print_exc()
+        yield Row(section, "FAILED", "", None, None, f"{type(e).__name__}: {str(e)[:120]}")
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "" if v is None else format(v, spec)
+
+
+COLUMNS = (f"{'section':10} | {'case':28} | {'anchor':6} | {'kiln ms':>9} | {'anchor ms':>9} | "
+           f"{'kiln/anchor':>11} | note")
+
+
+def format_row(r: Row) -> str:
+    ratio = f"{r.ratio:10.2f}x" if r.ratio else " " * 11
+    return (f"{r.section:10} | {r.case:28} | {r.anchor:6} | {_fmt(r.kiln_ms, '9.3f'):>9} | "
+            f"{_fmt(r.anchor_ms, '9.3f'):>9} | {ratio} | {r.note}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=all_cores(),
+                    help="threads for every engine (default: every core, here %(default)s)")
+    ap.add_argument("--only", default=",".join(SECTIONS),
+                    help=f"comma-separated sections of {','.join(SECTIONS)} (default: all)")
+    ap.add_argument("--quick", action="store_true", help="3 rounds of >= 0.05 s per engine")
+    ap.add_argument("--rounds", type=int, help="alternating rounds (default 7, quick 3)")
+    ap.add_argument("--json", type=Path, help="also write the table here")
+    ap.add_argument("--models", type=Path, default=Path(".cache/models"),
+                    help="cache of the real models (fetched there if missing)")
+    args = ap.parse_args()
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown:
+        ap.error(f"unknown section(s) {unknown}; choose from {','.join(SECTIONS)}")
+    cfg = Config(threads=args.threads, rounds=args.rounds or (3 if args.quick else 7),
+                 min_seconds=0.05 if args.quick else 0.2, models_dir=args.models)
+    counts = limit_threads(cfg.threads)
+    load = os.getloadavg()
+    header = [
+        f"kiln vs anchors on {_cpu_name()} ({kiln.target.get_target('x86')}), "
+        f"{cfg.threads} thread(s) each: kiln pool {counts['kiln']}, numpy BLAS "
+        f"{counts['numpy BLAS'] or 'unknown'}, ORT intra-op {cfg.threads} / inter-op 1",
+        f"median of {cfg.rounds} alternating rounds (anchor, then kiln), each >= "
+        f"{cfg.min_seconds} s of calls; kiln/anchor = kiln time / anchor time: "
+        "below 1.00x kiln is faster",
+        f"load average at start {load[0]:.2f} on {all_cores()} cores (others' jobs share the "
+        "machine: read ratios to ~10-20%); GEMM shapes are M x K x N",
+    ]
+    print("\n".join(header), COLUMNS, "-" * (len(COLUMNS) + 40), sep="\n", flush=True)
+    rows: list[Row] = []
+    t0 = time.perf_counter()
+    for section in SECTIONS:
+        if section in only:
+            for row in _guarded(section, SECTION_ROWS[section](cfg)):
+                rows.append(row)
+                print(format_row(row), flush=True)   # one table, each row as it is measured
+    header.append(f"took {time.perf_counter() - t0:.0f} s")
+    print(header[-1])
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"header": header, "threads": counts,
+                                         "rounds": cfg.rounds, "min_seconds": cfg.min_seconds,
+                                         "rows": [asdict(r) for r in rows]}, indent=1))
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+if __name__ == "__main__":
+    main()
