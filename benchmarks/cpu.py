@@ -278,7 +278,8 @@ def main() -> None:
     header = [
         f"kiln vs anchors on {_cpu_name()} ({kiln.target.get_target('x86')}), "
         f"{cfg.threads} thread(s) each: kiln pool {counts['kiln']}, numpy BLAS "
-        f"{counts['numpy BLAS'] or 'unknown'}, ORT intra-op {cfg.threads} / inter-op 1",
+        f"{counts['numpy BLAS'] or 'unknown'}, ORT intra-op {cfg.threads} / inter-op 1 "
+        "(not spinning)",
         f"median of {cfg.rounds} alternating rounds (anchor, then kiln), each >= "
         f"{cfg.min_seconds} s of calls; kiln/anchor = kiln time / anchor time: "
         "below 1.00x kiln is faster",

@@ -52,13 +52,17 @@ def kiln_timer(lib: kiln.Library, feeds: Mapping[str, np.ndarray],
     return lambda: lib.benchmark(feeds, number=number, repeat=1)[0]
 
 
-def ort_session(model: str | Path | bytes, threads: int) -> ort.InferenceSession:
+def ort_session(model: str | Path | bytes, threads: int,
+                spin: bool = False) -> ort.InferenceSession:
     """A CPU session on ``threads`` intra-op threads (and one inter-op thread: the graph runs
-    sequentially, as kiln's does); ORT's other settings are its defaults, spinning included."""
+    sequentially, as kiln's does), all graph optimisations on. Its workers do not spin between
+    ops unless ``spin``: on this shared 2-core machine spinning made ORT 1.4-1.8x slower
+    (MiniLM 41 vs 26 ms, alternating), and an anchor should run its best."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
 
