@@ -283,8 +283,8 @@ def main() -> None:
         f"median of {cfg.rounds} alternating rounds (anchor, then kiln), each >= "
         f"{cfg.min_seconds} s of calls; kiln/anchor = kiln time / anchor time: "
         "below 1.00x kiln is faster",
-        f"load average at start {load[0]:.2f} on {all_cores()} cores (others' jobs share the "
-        "machine: read ratios to ~10-20%); GEMM shapes are M x K x N",
+        f"load average at start {load[0]:.2f} on {all_cores()} cores: where other jobs load the "
+        "machine, single ratios can be off by 2x; GEMM shapes are M x K x N",
     ]
     print("\n".join(header), COLUMNS, "-" * (len(COLUMNS) + 40), sep="\n", flush=True)
     rows: list[Row] = []
