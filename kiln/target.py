@@ -43,7 +43,13 @@ class Target:
 
     @property
     def tvm_target(self) -> dict:
-        return {"kind": "llvm", "mcpu": self.mcpu}
+        target = {"kind": "llvm", "mcpu": self.mcpu}
+        if self.isa is Isa.AVX512:
+            # LLVM's x86 tuning for AVX-512 CPUs splits every 512-bit vector into two ymm
+            # halves ("prefer-256-bit"); kiln's schedules vectorise for zmm on purpose
+            # (exp over 4096x1024: 2.17 -> 1.47 ms on one core of this machine)
+            target["mattr"] = ["-prefer-256-bit"]
+        return target
 
     def __str__(self) -> str:
         return f"{self.name} ({self.mcpu}, {self.isa.value})"

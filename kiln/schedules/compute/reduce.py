@@ -117,7 +117,10 @@ def softmax(n: NodeInfo, x: te.Tensor) -> te.Tensor:
                    name=f"{n.name}_exp")
     k2 = te.reduce_axis((0, shape[axis]), name="k")
     s = te.compute(rows, lambda *i: te.sum(e(*at(i, k2)), axis=k2), name=f"{n.name}_sum")
-    return te.compute(shape, lambda *i: e(*i) / s(*_without(i, axis)), name=n.name)
+    # one division per row, then a multiply per element: vdivps has a fifth of vmulps'
+    # throughput, and the reciprocal costs at most one more rounding (< 1.2e-7 relative)
+    inv = te.compute(rows, lambda *i: const(1, n.dtype) / s(*i), name=f"{n.name}_inv")
+    return te.compute(shape, lambda *i: e(*i) * inv(*_without(i, axis)), name=n.name)
 
 
 @compute("log_softmax")
