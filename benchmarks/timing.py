@@ -87,9 +87,9 @@ def ort_timer(sess: ort.InferenceSession, feeds: Mapping[str, np.ndarray],
     return (lambda: per_call(run, min_seconds)), outputs
 
 
-def alternate(kiln_time: Timer, anchor_time: Timer, rounds: int,
-              pause: float = 0.1) -> tuple[float, float]:
-    """Median seconds per call of kiln and of its anchor over ``rounds`` alternating rounds
+def alternate_runs(kiln_time: Timer, anchor_time: Timer, rounds: int,
+                   pause: float = 0.1) -> tuple[list[float], list[float]]:
+    """Seconds per call of kiln and of its anchor in each of ``rounds`` alternating rounds
     (anchor, then kiln), pausing ``pause`` s after each so that the other engine's spinning
     workers have gone to sleep before the next is timed."""
     t_kiln, t_anchor = [], []
@@ -98,6 +98,13 @@ def alternate(kiln_time: Timer, anchor_time: Timer, rounds: int,
         time.sleep(pause)
         t_kiln.append(kiln_time())
         time.sleep(pause)
+    return t_kiln, t_anchor
+
+
+def alternate(kiln_time: Timer, anchor_time: Timer, rounds: int,
+              pause: float = 0.1) -> tuple[float, float]:
+    """Median seconds per call of kiln and of its anchor over ``alternate_runs``."""
+    t_kiln, t_anchor = alternate_runs(kiln_time, anchor_time, rounds, pause)
     return statistics.median(t_kiln), statistics.median(t_anchor)
 
 
