@@ -97,23 +97,27 @@ REGISTER_TILES = ((6, 64), (8, 48), (12, 32), (16, 16))
 # A 16-column tile broadcasts A once per vpdpbusd (one load per multiply, against 1/3 for
 # 8 x 48): measured 7% slower per MAC (317 against 339 GMAC/s, one thread, 64 x 1536 x 512).
 NARROW_TILE_COST = 1.08
+# A tile width that does not divide N leaves a predicate (column < N) in the epilogue, and
+# LLVM then scalarises it: 64 x 1024 x 512 took 193 us on 8 x 48 against 99 on 6 x 64.
+RAGGED_N_COST = 2.0
 
 
 def default_vnni_knobs(m: int, n: int, k: int) -> VnniGemmKnobs:
     """Untuned defaults: the register tile whose cache tiles pad M x N least (a 16-column
-    one counted 8% dearer; ties: the wider one, fewer broadcasts of A per vpdpbusd); the
-    cache tile as in the float template (4 to 8 register tiles of rows, whichever pads M
-    least; up to 4 panels of columns dividing the panel count)."""
+    one counted 8% dearer, one not dividing N twice as dear; ties: the wider one, fewer
+    broadcasts of A per vpdpbusd); the cache tile takes 4 to 12 register tiles of rows
+    (whichever pads M least) and up to 4 panels of columns (dividing the panel count)."""
 
-    def rows(mr: int) -> int:
+    def rows(mr: int) -> int:      # 4 to 12 register tiles: 64 rows take 11 of 6, not 12
         if m > 4 * mr:
-            return min((mr * t for t in range(8, 3, -1)), key=lambda c: round_up(m, c))
+            return min((mr * t for t in range(12, 3, -1)), key=lambda c: round_up(m, c))
         return round_up(m, mr)
 
     tiles = [(min(mr, m), nr) for mr, nr in REGISTER_TILES if nr <= round_up(n, VNNI_LANES)]
     def cost(t: tuple[int, int]) -> tuple[float, int]:     # padded MACs, then the wider tile
         area = round_up(m, rows(t[0])) * round_up(n, t[1])
-        return area * (NARROW_TILE_COST if t[1] == VNNI_LANES else 1.0), -t[1]
+        area *= NARROW_TILE_COST if t[1] == VNNI_LANES else 1.0
+        return area * (RAGGED_N_COST if n % t[1] else 1.0), -t[1]
 
     mr, nr = min(tiles, key=cost)
     mc = rows(mr)
