@@ -8,6 +8,11 @@ reaches in the same run), and the shared real models end to end vs ONNX Runtime.
 Every pair runs alternately in this process (anchor, then kiln, ``--rounds`` times) with both
 engines on the same ``--threads`` (default: every core); the table gives per-engine medians
 and kiln time / anchor time (below 1.00 kiln is faster). Shapes of GEMMs are M x K x N.
+
+Where other processes hold cores, engines whose idle workers sleep wake late: on this shared
+2-core machine numpy's 2-thread OpenBLAS took 15 ms for a 256^3 GEMM that it does in 0.15 ms
+when the cores are free (and ORT was 1.4-1.8x slower with spinning workers, so its sessions do
+not spin). Read a loaded machine's GEMM rows at ``--threads 1`` too.
 """
 
 from __future__ import annotations
