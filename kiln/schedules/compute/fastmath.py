@@ -82,6 +82,17 @@ def _exp_core(x: tirx.PrimExpr) -> tirx.PrimExpr:
     return p * _pow2(n)
 
 
+def exp_nonpositive(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    """``e^x`` for ``x <= 0`` (softmax's ``x - max``), a third cheaper than ``exp``: one 2^n
+    factor and no upper clamp. Below -87 the result is 0 (the true value is under 1.7e-38,
+    a denormal: nothing a sum of at least 1 can see); NaN stays NaN."""
+    if dtype_of(x) != "float32":
+        return exp(x)
+    lo = _const(-87.0, x)
+    p, n = _exp_reduced(tirx.max(x, lo))
+    return tirx.Select(x >= lo, p * _pow2(n), tirx.Select(tirx.isnan(x), x, _const(0.0, x)))
+
+
 def sigmoid(x: tirx.PrimExpr) -> tirx.PrimExpr:
     """``1 / (1 + e^-x)``, with x >= -80 so the result stays a normal float (it is below
     2e-35 there: an absolute error no float32 consumer can see)."""

@@ -113,7 +113,7 @@ def softmax(n: NodeInfo, x: te.Tensor) -> te.Tensor:
 
     k1 = te.reduce_axis((0, shape[axis]), name="k")
     mx = te.compute(rows, lambda *i: te.max(x(*at(i, k1)), axis=k1), name=f"{n.name}_max")
-    e = te.compute(shape, lambda *i: fastmath.exp(x(*i) - mx(*_without(i, axis))),
+    e = te.compute(shape, lambda *i: fastmath.exp_nonpositive(x(*i) - mx(*_without(i, axis))),
                    name=f"{n.name}_exp")
     k2 = te.reduce_axis((0, shape[axis]), name="k")
     s = te.compute(rows, lambda *i: te.sum(e(*at(i, k2)), axis=k2), name=f"{n.name}_sum")

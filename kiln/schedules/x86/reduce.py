@@ -29,21 +29,31 @@ from kiln.schedules.x86.common import (
     worth_parallel,
 )
 
+# Independent accumulators per row reduction. A vector add or max has 4 cycles of latency and
+# two issue ports, so a single zmm accumulator runs the loop at 1/8 of the core's rate; four
+# chains (a 64-float partial that LLVM keeps in 4 zmm registers) hide most of the latency.
+CHAINS = 4
 
-def _rfactor_lanes(sch: s_tir.Schedule, block, lanes: int) -> str | None:
-    """Split the innermost reduce loop into ``width`` partial results (``rfactor``) so the
-    reduction runs on vectors. Returns the partial block's name, or ``None`` when no vector
-    width divides the loop (an imperfect split is never used: rfactor would read past the row).
-    """
+
+def _rfactor_lanes(sch: s_tir.Schedule, block, lanes: int) -> list[str]:
+    """Split the innermost reduce loop into vector partial results (``rfactor``) so the
+    reduction runs on vectors: ``CHAINS`` vectors of partials when the row is long enough,
+    then folded to one vector (a second rfactor), then to the scalar. Returns the partial
+    blocks' names; none when no vector width divides the loop (an imperfect split is never
+    used: rfactor would read past the row)."""
     r = sch.get_loops(block)[-1]
     n = extent(sch, r)
+    widths = (lanes * CHAINS, lanes, lanes // 2, lanes // 4)
     width = None if n is None else next(    # a symbolic row length: no split is known exact
-        (w for w in (lanes, lanes // 2, lanes // 4) if w > 1 and n % w == 0 and n >= 2 * w),
-        None)
+        (w for w in widths if w > 1 and n % w == 0 and n >= 2 * w), None)
     if width is None:
-        return None
+        return []
     _, ri = sch.split(r, [None, width])
-    return block_name(sch, sch.rfactor(ri, 0))
+    names = [block_name(sch, sch.rfactor(ri, 0))]
+    if width > lanes:        # the block now reduces `width` partials: fold them in vectors
+        _, ri = sch.split(sch.get_loops(block)[-1], [None, lanes])
+        names.append(block_name(sch, sch.rfactor(ri, 0)))
+    return names
 
 
 def _vectorize_last(sch: s_tir.Schedule, loop, lanes: int) -> None:
@@ -65,7 +75,7 @@ def schedule_row_reduction(sch: s_tir.Schedule, row_rank: int, lanes: int) -> No
     # on rank-0 blocks ("block_realize == old_block_realize_"). Rare in inference (losses).
     if row_rank == 0:
         reductions = []
-    partials = {p for b in reductions if (p := _rfactor_lanes(sch, b, lanes)) is not None}
+    partials = {p for b in reductions for p in _rfactor_lanes(sch, b, lanes)}
     (out,) = output_blocks(sch)
     loops = sch.get_loops(out)
     # when the output is itself the (cross-lane) reduction, its loops past the rows reduce
