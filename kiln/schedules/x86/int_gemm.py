@@ -156,7 +156,11 @@ def schedule_vnni_gemm(sch: s_tir.Schedule, gemm: str, cfg: VnniGemmKnobs) -> No
     base = gemm.removesuffix("_gemm")            # the blocks vnni_matmul_integer names
     pack_a, rowsum = f"{base}_a_u8", f"{base}_rowsum"
     inline_pointwise(sch, keep={gemm, pack_a})   # the epilogue becomes one block, reading C
-    if pack_a in names:     # A as uint8: one pass, vectorised over k (64 bytes a vector)
+    # A as uint8 (a + 128, or M / K padded): each task converts the mc rows it reads, just
+    # before using them (no parallel region of its own: T5's 64 x 512 is 2 us of copying);
+    # the row sums read all of it before the GEMM, so with them it is one pass up front
+    pack_in_task = pack_a in names and rowsum not in names
+    if pack_a in names and not pack_in_task:
         schedule_pointwise(sch, sch.get_sblock(pack_a), 64)
     if rowsum in names:                          # sum_k A_u8 per row: M x K adds, serial k
         *rows, _ = sch.get_loops(sch.get_sblock(rowsum))
@@ -178,6 +182,13 @@ def schedule_vnni_gemm(sch: s_tir.Schedule, gemm: str, cfg: VnniGemmKnobs) -> No
     sch.reorder(*batch, mt, nt, no, mo, ko, kq, mi, nv, ni, ki)
     task = sch.fuse(*batch, mt, nt)
     sch.parallel(task)                           # tasks write disjoint C tiles: no locks
+    if pack_in_task:
+        pack = sch.get_sblock(pack_a)
+        sch.compute_at(pack, task)
+        k_loop = sch.get_loops(pack)[-1]
+        if runs_more_than(sch, k_loop, 64):
+            k_loop = sch.split(k_loop, [None, 64])[1]
+        sch.vectorize(k_loop)
     for loop in (kq, mi, nv):
         sch.unroll(loop)
     # Accumulate the tile in registers; the epilogue reads them directly and stores C once.
