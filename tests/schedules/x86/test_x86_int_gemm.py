@@ -220,3 +220,23 @@ def test_no_vnni_keeps_the_widening_template() -> None:
     g, feeds = int_gemm(7, 13, 5, const_b=False)
     (kernel,) = kiln.compile_stages(g).kernels
     assert not any("vpdpbusd" in note for note in kernel.notes)
+
+
+@needs_vnni
+@pytest.mark.parametrize("adt", ["uint8", "int8"])
+def test_vnni_symbolic_rows(adt: str) -> None:
+    """A symbolic M (a sequence length): whole cache tiles of clamped rows, one library run at
+    several lengths, each exact."""
+    g = kiln.Graph("vnni_symbolic")
+    a = g.input("a", ("m", 45), adt)
+    b_data = _ints("int8", (45, 37), seed=1)
+    y = g.add("matmul_integer", [a, g.constant(b_data, name="b", dtype="int8"),
+                                 g.input("az", (), adt),
+                                 g.constant(np.array(0, np.int8), name="bz", dtype="int8")])[0]
+    g.output(y)
+    _vnni_kernel(g)
+    lib = kiln.compile(g)
+    for m in (1, 5, 64, 77, 130):
+        feeds = {"a": _ints(adt, (m, 45), seed=m), "az": np.array(3, adt)}
+        want = (feeds["a"].astype(np.int64) - 3) @ b_data.astype(np.int64)
+        np.testing.assert_array_equal(lib(**feeds)[0], want)
