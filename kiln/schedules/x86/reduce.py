@@ -33,6 +33,7 @@ from kiln.schedules.x86.common import (
 # two issue ports, so a single zmm accumulator runs the loop at 1/8 of the core's rate; four
 # chains (a 64-float partial that LLVM keeps in 4 zmm registers) hide most of the latency.
 CHAINS = 4
+FOLD_MIN = 2     # partials folded in vector halves down to this many, then a scalar loop
 
 
 def _rfactor_lanes(sch: s_tir.Schedule, block, lanes: int) -> list[str]:
@@ -50,8 +51,12 @@ def _rfactor_lanes(sch: s_tir.Schedule, block, lanes: int) -> list[str]:
         return []
     _, ri = sch.split(r, [None, width])
     names = [block_name(sch, sch.rfactor(ri, 0))]
-    if width > lanes:        # the block now reduces `width` partials: fold them in vectors
-        _, ri = sch.split(sch.get_loops(block)[-1], [None, lanes])
+    # The block now reduces `width` partials. Fold them in halves, each half a vector op
+    # (64 -> 32 -> ... -> 2 -> the scalar): log2(width) dependent steps instead of a scalar
+    # chain of `width` adds, which on short rows (attention's 128) costs more than the row.
+    while width > FOLD_MIN:
+        width //= 2
+        _, ri = sch.split(sch.get_loops(block)[-1], [None, width])
         names.append(block_name(sch, sch.rfactor(ri, 0)))
     return names
 
