@@ -5,8 +5,9 @@ Row reductions (the reduced axes are the trailing ones) get one parallel task pe
 
     parallel for row:
       cached[:] = prologue(x[row, :])               # kept only if several passes read it
-      partial[0:lanes] = reduce(cached[k : k + lanes] for k)   # vectorised (rfactor)
-      stat = reduce(partial[0:lanes])               # max, sum; then mean, 1/std...
+      partial[0:4*lanes] = reduce(cached[k : k + 4*lanes] for k)   # 4 vector accumulators
+      partial[0:n/2] = partial[0:n/2] (+) partial[n/2:n]   # folded in vector halves to 2
+      stat = partial[0] (+) partial[1]              # max, sum; then mean, 1/std...
       y[row, :] = epilogue(cached[:], stat)         # vectorised
 
 Other reductions run with the innermost output axis vectorised and the outermost parallel.
@@ -39,9 +40,9 @@ FOLD_MIN = 2     # partials folded in vector halves down to this many, then a sc
 def _rfactor_lanes(sch: s_tir.Schedule, block, lanes: int) -> list[str]:
     """Split the innermost reduce loop into vector partial results (``rfactor``) so the
     reduction runs on vectors: ``CHAINS`` vectors of partials when the row is long enough,
-    then folded to one vector (a second rfactor), then to the scalar. Returns the partial
-    blocks' names; none when no vector width divides the loop (an imperfect split is never
-    used: rfactor would read past the row)."""
+    then folded in halves (more rfactors) down to ``FOLD_MIN`` lanes, then to the scalar.
+    Returns the partial blocks' names; none when no vector width divides the loop (an
+    imperfect split is never used: rfactor would read past the row)."""
     r = sch.get_loops(block)[-1]
     n = extent(sch, r)
     widths = (lanes * CHAINS, lanes, lanes // 2, lanes // 4)
