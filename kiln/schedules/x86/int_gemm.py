@@ -118,6 +118,7 @@ def default_vnni_knobs(m: int, n: int, k: int) -> VnniGemmKnobs:
         return round_up(m, mr)
 
     tiles = [(min(mr, m), nr) for mr, nr in REGISTER_TILES if nr <= round_up(n, VNNI_LANES)]
+
     def cost(t: tuple[int, int]) -> tuple[float, int]:     # padded MACs, then the wider tile
         area = round_up(m, rows(t[0])) * round_up(n, t[1])
         area *= NARROW_TILE_COST if t[1] == VNNI_LANES else 1.0
@@ -157,7 +158,7 @@ def schedule_vnni_gemm(sch: s_tir.Schedule, gemm: str, cfg: VnniGemmKnobs) -> No
     pack_a, rowsum = f"{base}_a_u8", f"{base}_rowsum"
     inline_pointwise(sch, keep={gemm, pack_a})   # the epilogue becomes one block, reading C
     # A as uint8 (a + 128, or M / K padded): each task converts the mc rows it reads, just
-    # before using them (no parallel region of its own: T5's 64 x 512 is 2 us of copying);
+    # before using them (no parallel region of its own; mc x K bytes, 33 KB for T5);
     # the row sums read all of it before the GEMM, so with them it is one pass up front
     pack_in_task = pack_a in names and rowsum not in names
     if pack_a in names and not pack_in_task:
@@ -208,8 +209,8 @@ def schedule_vnni_gemm(sch: s_tir.Schedule, gemm: str, cfg: VnniGemmKnobs) -> No
     if rowsum in names and gemm not in out_names:
         for epilogue in output_blocks(sch):
             schedule_pointwise(sch, epilogue, VNNI_LANES)
-    # The intrinsic has no init: the accumulators start from the zero-point terms, set once
-    # per register tile before the k loop (one vector op per accumulator, unrolled over rows).
+    # The intrinsic has no init: the accumulators are zeroed once per register tile, before
+    # the k loop (one vpxor per accumulator, unrolled).
     init = sch.decompose_reduction(block, ko)
     *_, i_mi, i_nv, i_ni = sch.get_loops(init)
     sch.unroll(i_mi)
