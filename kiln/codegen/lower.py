@@ -166,12 +166,13 @@ def plan_schedule(group: Group, target: Target) -> SchedulePlan:
 
 def _vnni_gemm(n: Node, target: Target) -> bool:
     """A matmul_integer that vpdpbusd (uint8 x int8) takes: a VNNI target, a constant 2-D
-    int8 weight (packed at compile time, its column sums folded), a uint8 or int8 activation
-    (int8 shifted by 128). A runtime or uint8 weight keeps the widening GEMM template."""
+    weight (packed at compile time, its column sums folded; a uint8 one shifted to int8 by
+    -128, its zero point with it), a uint8 or int8 activation (int8 shifted by +128). A
+    runtime weight keeps the widening GEMM template."""
     if n.op.name != "matmul_integer" or not target.vnni:
         return False
     w = n.inputs[1]
-    return w.is_constant and w.type.rank == 2 and w.dtype.value == "int8" \
+    return w.is_constant and w.type.rank == 2 and w.dtype.value in ("int8", "uint8") \
         and isinstance(n.inputs[0].shape[-1], int)
 
 
@@ -282,6 +283,8 @@ def _vnni_padded_gemm(n: Node, info: NodeInfo, ins: list, plan: SchedulePlan, na
     """matmul_integer on vpdpbusd: the weight packed into [N/nr, K/4, nr, 4] panels and its
     column sums [N] (int32, for the activation zero point's term) as parameters."""
     w, (az, bz) = plan.packed_weight, n.inputs[2:]
+    if w.dtype == np.uint8:     # b - bz = (b - 128) - (bz - 128): an int8 weight
+        w = (w.astype(np.int16) - 128).astype(np.int8)
     panels = pack_weight_vnni(w, plan.knobs.nr)
     bp = te.placeholder(panels.shape, "int8", name=names.fresh(f"{n.inputs[1].name}_packed"))
     params.append(bp)
@@ -293,7 +296,7 @@ def _vnni_padded_gemm(n: Node, info: NodeInfo, ins: list, plan: SchedulePlan, na
         colsum = te.placeholder(sums.shape, "int32", name=names.fresh(f"{n.inputs[1].name}_colsum"))
         params.append(colsum)
         args.append(sums)
-    bz_zero = bz.is_constant and not np.any(bz.data)
+    bz_zero = bz.is_constant and not np.any(bz.data) and bz.dtype.value == "int8"
     m_pad = x86.round_up(info.shape[-2], plan.knobs.mc)
     return vnni_matmul_integer(info, ins[0], ins[2], ins[3], bp, colsum, w.shape[0], m_pad,
                                bz_zero)

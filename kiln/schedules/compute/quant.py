@@ -6,7 +6,7 @@ an int32 accumulator: ``integer_product`` widens each operand and subtracts its 
 inside the reduction, so the x86 GEMM template tiles it like a float GEMM (the product is
 ``vpmulld`` + ``vpaddd`` instead of an FMA).
 
-With AVX-512 VNNI and a constant int8 weight, ``vnni_matmul_integer`` instead computes the raw
+With AVX-512 VNNI and a constant weight, ``vnni_matmul_integer`` instead computes the raw
 ``sum_k a * b`` on uint8 x int8 (one ``vpdpbusd`` multiplies 4 k steps of 16 columns) and
 applies the zero points once per output element, outside the reduction:
 
@@ -14,7 +14,7 @@ applies the zero points once per output element, outside the reduction:
 
 ``colsum(b)`` is computed at compile time; ``rowsum(a)`` is a small reduction, built only when
 ``bz`` may be nonzero. An int8 activation becomes uint8 as ``a + 128`` with ``az + 128``: the
-difference ``a - az`` is unchanged.
+difference ``a - az`` is unchanged; likewise a uint8 weight becomes int8 as ``b - 128``.
 """
 
 from __future__ import annotations
@@ -142,7 +142,8 @@ def vnni_matmul_integer(n: NodeInfo, a: te.Tensor, az: te.Tensor, bz: te.Tensor,
       once per output element (the schedule's epilogue, with whatever follows).
 
     ``colsum`` [N] is ``sum_k b`` (None when ``az`` is a constant zero and
-    ``a`` is uint8); ``bz_zero``: ``bz`` is a constant zero, so no rowsum."""
+    ``a`` is uint8); ``bz_zero``: ``bz`` is a constant zero, so no rowsum. A uint8 weight is
+    packed as ``b - 128`` (int8), and its zero point taken as ``bz - 128``."""
     shape, a_shape = n.shape, shape_of(a)
     batch, m, n_cols = shape[:-2], shape[-2], shape[-1]
     panels, kq, nr, _ = shape_of(bp)
@@ -183,6 +184,8 @@ def vnni_matmul_integer(n: NodeInfo, a: te.Tensor, az: te.Tensor, bz: te.Tensor,
         if signed:
             za = za + 128
         zb = bz(*broadcast_index(bz, b_cols, (*lead[:-1], 0, col))).astype("int32")
+        if bz.dtype == "uint8":         # the weight was shifted by -128 when packed
+            zb = zb - 128
         if colsum is not None:
             acc = acc - za * colsum(col)
         if rowsum is not None:

@@ -1,9 +1,10 @@
 """The x86 GEMM templates on matmul_integer: int32 accumulation of (a - az) * (b - bz) on ragged
 shapes, the int8 weight packed at compile time, a runtime B packed per task, zero points per
 tensor, per row and per column, and a fused dequantizing epilogue. On AVX-512 VNNI (this CPU's
-"x86" when it has it) a constant int8 weight takes the vpdpbusd template (zero points applied
-outside the dot product); "x86-avx512" (skylake, no VNNI) and "x86-avx2" keep the widening one.
-All results are compared for exact equality with the NumPy reference."""
+"x86" when it has it) a constant weight takes the vpdpbusd template (zero points applied
+outside the dot product; a uint8 weight shifted to int8); "x86-avx512" (skylake, no VNNI)
+and "x86-avx2" keep the widening one. All results are compared for exact equality with the
+NumPy reference."""
 
 from __future__ import annotations
 
@@ -93,14 +94,14 @@ def test_int_gemm_is_vectorised() -> None:
 # -- AVX-512 VNNI (vpdpbusd) -------------------------------------------------------------------
 def vnni_gemm(m: int, k: int, n: int, adt: str = "uint8", az: str = "runtime",
               bz: str = "zero", batch: tuple[int, ...] = (), epilogue: str = "",
-              seed: int = 0) -> tuple[kiln.Graph, dict[str, np.ndarray]]:
-    """matmul_integer with a constant int8 weight. ``az``: "runtime" (a scalar input, as
+              seed: int = 0, bdt: str = "int8") -> tuple[kiln.Graph, dict[str, np.ndarray]]:
+    """matmul_integer with a constant weight (``bdt``). ``az``: "runtime" (a scalar input, as
     DynamicQuantizeLinear makes), "zero", "scalar" or "rows" (constants); ``bz``: "zero",
     "scalar" or "columns" (constants). ``epilogue``: "" (int32 out), "dequantize" (cast, times
     a scale) or "requantize" (fixed-point rescale, add a zero point, clamp to int8)."""
     g = kiln.Graph("vnni_gemm")
     a = g.input("a", (*batch, m, k), adt)
-    b = g.constant(_ints("int8", (k, n), seed + 1), name="b", dtype="int8")
+    b = g.constant(_ints(bdt, (k, n), seed + 1), name="b", dtype=bdt)
     feeds = {"a": _ints(adt, (*batch, m, k), seed)}
     if az == "runtime":
         a_zp = g.input("az", (), adt)
@@ -110,8 +111,8 @@ def vnni_gemm(m: int, k: int, n: int, adt: str = "uint8", az: str = "runtime",
         data = np.zeros(shape, adt) if az == "zero" else _ints(adt, shape, seed + 2)
         a_zp = g.constant(data, name="az", dtype=adt)
     bz_shape = (n,) if bz == "columns" else ()
-    bz_data = np.zeros(bz_shape, np.int8) if bz == "zero" else _ints("int8", bz_shape, seed + 3)
-    y = g.add("matmul_integer", [a, b, a_zp, g.constant(bz_data, name="bz", dtype="int8")])[0]
+    bz_data = np.zeros(bz_shape, bdt) if bz == "zero" else _ints(bdt, bz_shape, seed + 3)
+    y = g.add("matmul_integer", [a, b, a_zp, g.constant(bz_data, name="bz", dtype=bdt)])[0]
     if epilogue == "dequantize":
         y = g.add("cast", [y], dtype="float32")[0]
         y = g.add("mul", [y, g.input("scale", (), "float32")])[0]
@@ -159,6 +160,17 @@ def test_vnni_zero_points(az: str, bz: str, adt: str) -> None:
     """Per-tensor, per-row and per-column zero points, constant or runtime, folded outside
     the dot product: - az colsum(b) - bz rowsum(a) + K az bz."""
     g, feeds = vnni_gemm(19, 45, 37, adt, az, bz)
+    _vnni_kernel(g)
+    assert_matches_reference(g, feeds, rtol=0, atol=0)
+
+
+@needs_vnni
+@pytest.mark.parametrize("adt", ["uint8", "int8"])
+@pytest.mark.parametrize("bz", ["zero", "scalar", "columns"])
+def test_vnni_uint8_weight(adt: str, bz: str) -> None:
+    """A uint8 weight is packed as b - 128 (int8) with bz - 128: a zero bz becomes -128, so
+    the row sums always come in."""
+    g, feeds = vnni_gemm(23, 70, 41, adt, "runtime", bz, bdt="uint8")
     _vnni_kernel(g)
     assert_matches_reference(g, feeds, rtol=0, atol=0)
 
