@@ -4,8 +4,8 @@ onnxruntime on the same inputs. Run with ``make test-models``, which fetches the
 Tolerances: float outputs within 1e-4 of the output's scale (max |kiln - ort| / max |ort|).
 The int8 T5 encoder is checked block by block: fed onnxruntime's inputs, each block's
 quantized activations are within one quantisation step. Its end-to-end float output moves
-with float rounding (onnxruntime's own optimised build is a few percent of the scale away
-from its unoptimised one), and kiln must stay within that spread.
+with float rounding (onnxruntime's default optimised build is a few percent of the scale away
+from its unoptimised one); kiln must be at least as close to the default build.
 """
 
 from __future__ import annotations
@@ -102,8 +102,7 @@ def test_t5_int8_each_block_within_one_quantisation_step() -> None:
     values of its inputs: every uint8 activation its DynamicQuantizeLinear nodes make is within
     one step of onnxruntime's (almost all equal), every scale within float rounding, and the
     block's float output within 1e-4 of its scale, or 1e-2 where an activation sits one step
-    off. Fed the model's own (drifting) values instead, differences compound: see the next
-    test."""
+    off. End to end, differences compound: see the next test."""
     name = "t5_span_encoder_int8"
     model = onnx.shape_inference.infer_shapes(onnx.load(str(model_path(name))))
     blocks = sorted({n.name.split("/")[2] for n in model.graph.node
@@ -136,18 +135,20 @@ def test_t5_int8_each_block_within_one_quantisation_step() -> None:
             assert err <= (1e-2 if off_by_one else FLOAT_RTOL), f"{b}: {o} off by {err:.3g}"
 
 
-def test_t5_int8_output_no_further_from_onnxruntime_than_its_optimised_build() -> None:
+def test_t5_int8_output_within_onnxruntimes_own_spread() -> None:
     """End to end, the int8 T5's float output moves with float rounding: a one-ulp change in a
-    scale flips roundings, and eight blocks of requantization amplify the flips. onnxruntime's
-    own graph optimisations move it by a few percent of its scale; kiln, compared with
-    unoptimised onnxruntime, stays within that."""
+    scale flips roundings, and eight blocks of requantization amplify the flips, so
+    onnxruntime's default (optimised) build and its unoptimised one differ by a few percent of
+    the output's scale. kiln must be at least as close to the default build as that (on the
+    AVX-512 VNNI machine we develop on it computes the default build's arithmetic: 3e-7)."""
     name = "t5_span_encoder_int8"
     path = model_path(name)
     feeds = example_feeds(name)
-    want = run_ort(path, feeds)[0]
-    optimised = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    spread = relative_error(optimised.run(None, feeds)[0], want)
+    unoptimised = run_ort(path, feeds)[0]
+    default = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = default.run(None, feeds)[0]
+    spread = relative_error(want, unoptimised)
     assert spread > 1e-3          # the sensitivity this test is about is really there
     lib = kiln.compile(path, "x86", input_shapes={k: v.shape for k, v in feeds.items()})
     err = relative_error(lib(**feeds)[0], want)
-    assert err <= spread, f"kiln {err:.3g} vs onnxruntime's optimised build {spread:.3g}"
+    assert err <= spread, f"kiln {err:.3g} from onnxruntime; its two builds {spread:.3g} apart"
