@@ -78,6 +78,21 @@ def test_log_softmax_is_stable() -> None:
     assert np.isfinite(got).all()
 
 
+@pytest.mark.parametrize("n", [128, 1024, 77])
+def test_softmax_masked_entries_are_exact_zeros_and_nan_rows_nan(n: int) -> None:
+    """The x - max <= 0 exponential: -inf (a mask) and far-below entries give exactly 0, a
+    NaN makes its row NaN as in the reference, other rows are untouched."""
+    g = one_op("softmax", (4, n), axis=-1)
+    x = np.random.default_rng(1).standard_normal((4, n)).astype(np.float32) * 30
+    x[0, ::3] = -np.inf
+    x[1, 5] = np.nan
+    x[2, :] = np.float32(-200.0)
+    x[2, 7] = 0.0                                 # e^-200 underflows: exact 0 and exact 1
+    (got,) = assert_matches_reference(g, {"x": x}, rtol=1e-5, atol=1e-7)
+    assert (got[0, ::3] == 0).all() and np.isnan(got[1]).all()
+    assert got[2, 7] == 1.0 and (np.delete(got[2], 7) == 0).all()
+
+
 def test_l2_norm_is_one_kernel() -> None:
     """ReduceL2 as the frontend writes it: x * x -> reduce_sum -> sqrt fuses into one kernel."""
     g = kiln.Graph("l2")
