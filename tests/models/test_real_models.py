@@ -5,7 +5,7 @@ Tolerances: float outputs within 1e-4 of the output's scale (max |kiln - ort| / 
 The int8 T5 encoder is checked block by block: fed onnxruntime's inputs, each block's
 quantized activations are within one quantisation step. Its end-to-end float output moves
 with float rounding (onnxruntime's default optimised build is a few percent of the scale away
-from its unoptimised one); kiln must be at least as close to the default build.
+from its unoptimised one); kiln must be within twice that of the default build.
 """
 
 from __future__ import annotations
@@ -139,8 +139,9 @@ def test_t5_int8_output_within_onnxruntimes_own_spread() -> None:
     """End to end, the int8 T5's float output moves with float rounding: a one-ulp change in a
     scale flips roundings, and eight blocks of requantization amplify the flips, so
     onnxruntime's default (optimised) build and its unoptimised one differ by a few percent of
-    the output's scale. kiln must be at least as close to the default build as that (on the
-    AVX-512 VNNI machine we develop on it computes the default build's arithmetic: 3e-7)."""
+    the output's scale. On the AVX-512 VNNI machine we develop on kiln computes the default
+    build's arithmetic (3e-7 from it). On another CPU (AVX2 sums floats in another order) its
+    output is another point of that cloud: it must stay within twice the builds' distance."""
     name = "t5_span_encoder_int8"
     path = model_path(name)
     feeds = example_feeds(name)
@@ -151,4 +152,4 @@ def test_t5_int8_output_within_onnxruntimes_own_spread() -> None:
     assert spread > 1e-3          # the sensitivity this test is about is really there
     lib = kiln.compile(path, "x86", input_shapes={k: v.shape for k, v in feeds.items()})
     err = relative_error(lib(**feeds)[0], want)
-    assert err <= spread, f"kiln {err:.3g} from onnxruntime; its two builds {spread:.3g} apart"
+    assert err <= 2 * spread, f"kiln {err:.3g} from onnxruntime; its builds {spread:.3g} apart"
