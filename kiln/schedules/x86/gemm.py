@@ -70,20 +70,27 @@ def round_up(x: Any, tile: int) -> Any:
     return ceil_div(x, tile) * tile
 
 
-def check_knobs(cfg: CpuGemmKnobs, isa: Isa) -> None:
-    lanes = isa.lanes("float32")
+def check_tile_knobs(cfg: Any, kind: str, lanes: int, registers: int) -> None:
+    """The register-tile / cache-tile knobs (``mr nr mc nc ku``) of a GEMM template: positive,
+    ``nr`` whole vectors of ``lanes``, cache tiles whole register tiles, and the accumulators
+    plus one row of B and one broadcast of A fitting the ``registers`` vector registers."""
     for name in ("mr", "nr", "mc", "nc", "ku"):
         if getattr(cfg, name) < 1:
-            raise KnobError(f"gemm knob {name}={getattr(cfg, name)} must be >= 1")
+            raise KnobError(f"{kind} knob {name}={getattr(cfg, name)} must be >= 1")
     if cfg.nr % lanes:
-        raise KnobError(f"gemm knob nr={cfg.nr} must be a multiple of the vector width {lanes}")
+        raise KnobError(f"{kind} knob nr={cfg.nr} must be a multiple of the vector width "
+                        f"{lanes}")
     if cfg.mc % cfg.mr or cfg.nc % cfg.nr:
-        raise KnobError(f"gemm knobs: mc={cfg.mc} must be a multiple of mr={cfg.mr} and "
+        raise KnobError(f"{kind} knobs: mc={cfg.mc} must be a multiple of mr={cfg.mr} and "
                         f"nc={cfg.nc} a multiple of nr={cfg.nr}")
     accumulators = cfg.mr * cfg.nr // lanes
-    if accumulators + cfg.nr // lanes + 1 > isa.vector_registers:
-        raise KnobError(f"gemm register tile {cfg.mr}x{cfg.nr} needs {accumulators} "
-                        f"accumulators: more than the {isa.vector_registers} vector registers")
+    if accumulators + cfg.nr // lanes + 1 > registers:
+        raise KnobError(f"{kind} register tile {cfg.mr}x{cfg.nr} needs {accumulators} "
+                        f"accumulators: more than the {registers} vector registers")
+
+
+def check_knobs(cfg: CpuGemmKnobs, isa: Isa) -> None:
+    check_tile_knobs(cfg, "gemm", isa.lanes("float32"), isa.vector_registers)
 
 
 def schedule_gemm(sch: s_tir.Schedule, gemm: str, cfg: CpuGemmKnobs, isa: Isa) -> None:

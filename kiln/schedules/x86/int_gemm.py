@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from tvm import s_tir
 from tvm.script import tirx as T
 
-from kiln.errors import KnobError
 from kiln.schedules.compute.quant import VNNI_GROUP, VNNI_LANES
 from kiln.schedules.x86.common import (
     block_name,
@@ -40,7 +39,7 @@ from kiln.schedules.x86.common import (
     total_extent,
     worth_parallel,
 )
-from kiln.schedules.x86.gemm import round_up
+from kiln.schedules.x86.gemm import check_tile_knobs, round_up
 
 VNNI_INTRIN = "kiln_vnni_16x4_u8i8i32"
 
@@ -134,18 +133,7 @@ def default_vnni_knobs(m: int, n: int, k: int) -> VnniGemmKnobs:
 
 
 def check_vnni_knobs(cfg: VnniGemmKnobs) -> None:
-    for name in ("mr", "nr", "mc", "nc", "ku"):
-        if getattr(cfg, name) < 1:
-            raise KnobError(f"vnni gemm knob {name}={getattr(cfg, name)} must be >= 1")
-    if cfg.nr % VNNI_LANES:
-        raise KnobError(f"vnni gemm knob nr={cfg.nr} must be a multiple of {VNNI_LANES}")
-    if cfg.mc % cfg.mr or cfg.nc % cfg.nr:
-        raise KnobError(f"vnni gemm knobs: mc={cfg.mc} must be a multiple of mr={cfg.mr} and "
-                        f"nc={cfg.nc} a multiple of nr={cfg.nr}")
-    vectors = cfg.nr // VNNI_LANES
-    if cfg.mr * vectors + vectors + 1 > 32:
-        raise KnobError(f"vnni gemm register tile {cfg.mr}x{cfg.nr} needs "
-                        f"{cfg.mr * vectors} accumulators: more than 32 zmm registers")
+    check_tile_knobs(cfg, "vnni gemm", VNNI_LANES, 32)     # 16 int32 lanes of 32 zmm
 
 
 def schedule_vnni_gemm(sch: s_tir.Schedule, gemm: str, cfg: VnniGemmKnobs) -> None:
