@@ -37,8 +37,8 @@ class FloatFormat:
     exp: int
     man: int
     bias: int
-    max_mag: int        # largest finite magnitude code
-    overflow: int       # magnitude code of a finite value past max_mag (inf or NaN)
+    overflow: int       # the magnitude code after the largest finite one (inf or NaN; float4
+                        # has neither: its largest finite code, so overflow saturates)
     nan: int            # code of NaN (ORed with the sign unless unsigned_nan)
     unsigned_nan: bool  # fnuz: one NaN code (0x80) and no negative zero
     nan_sign_flip: bool = False   # float4_e2m1fn: ml_dtypes maps NaN to a zero of flipped sign
@@ -49,11 +49,11 @@ class FloatFormat:
 
 
 FORMATS: dict[DType, FloatFormat] = {
-    DType.float8_e4m3fn: FloatFormat(4, 3, 7, 0x7E, 0x7F, 0x7F, False),
-    DType.float8_e4m3fnuz: FloatFormat(4, 3, 8, 0x7F, 0x80, 0x80, True),
-    DType.float8_e5m2: FloatFormat(5, 2, 15, 0x7B, 0x7C, 0x7E, False),
-    DType.float8_e5m2fnuz: FloatFormat(5, 2, 16, 0x7F, 0x80, 0x80, True),
-    DType.float4_e2m1fn: FloatFormat(2, 1, 1, 0x7, 0x7, 0x0, False, nan_sign_flip=True),
+    DType.float8_e4m3fn: FloatFormat(4, 3, 7, 0x7F, 0x7F, False),
+    DType.float8_e4m3fnuz: FloatFormat(4, 3, 8, 0x80, 0x80, True),
+    DType.float8_e5m2: FloatFormat(5, 2, 15, 0x7C, 0x7E, False),
+    DType.float8_e5m2fnuz: FloatFormat(5, 2, 16, 0x80, 0x80, True),
+    DType.float4_e2m1fn: FloatFormat(2, 1, 1, 0x7, 0x0, False, nan_sign_flip=True),
 }
 
 
@@ -83,7 +83,7 @@ def encode(f: Any, dtype: DType) -> Any:
     lsb = tirx.bitwise_and(tirx.shift_right(sig, shift), _i32(1))
     q = tirx.shift_right(sig + tirx.shift_left(_i32(1), shift - 1) - 1 + lsb, shift)
     # a carry out of the significand moves into the exponent field by itself; past the
-    # largest finite value comes the type's infinity / NaN code (overflow = max_mag + 1)
+    # largest finite value comes the type's infinity / NaN code (``overflow``)
     mag = tirx.min(tirx.shift_left(tirx.max(e - emin, _i32(0)), _i32(fmt.man)) + q,
                    _i32(fmt.overflow))
     is_nan = a > 0x7F800000
