@@ -70,6 +70,22 @@ def round_up(x: Any, tile: int) -> Any:
     return ceil_div(x, tile) * tile
 
 
+def register_tile_epilogue(sch: s_tir.Schedule, block: Any, loop: Any, fuse: bool) -> None:
+    """Keep a GEMM ``block``'s register tile in registers ("local") and write it back under
+    ``loop``, vectorised; with ``fuse``, the write-back inlined into the (single) epilogue
+    block, which reads the registers directly and stores C once."""
+    write_back = sch.cache_write(block, 0, "local")
+    if fuse:
+        sch.compute_inline(write_back)
+        (out,) = output_blocks(sch)
+    else:
+        out = write_back
+    sch.reverse_compute_at(out, loop)
+    inner = sch.get_loops(out)[-1]
+    if runs_more_than(sch, inner, 1):
+        sch.vectorize(inner)
+
+
 def check_tile_knobs(cfg: Any, kind: str, lanes: int, registers: int) -> None:
     """The register-tile / cache-tile knobs (``mr nr mc nc ku``) of a GEMM template: positive,
     ``nr`` whole vectors of ``lanes``, cache tiles whole register tiles, and the accumulators
@@ -115,16 +131,7 @@ def schedule_gemm(sch: s_tir.Schedule, gemm: str, cfg: CpuGemmKnobs, isa: Isa) -
     sch.unroll(mi)
     sch.vectorize(ni)
     # Accumulate the tile in registers; the epilogue reads them directly and stores C once.
-    write_back = sch.cache_write(block, 0, "local")
-    if gemm in out_names:
-        out = write_back
-    else:
-        sch.compute_inline(write_back)
-        (out,) = output_blocks(sch)
-    sch.reverse_compute_at(out, no)
-    inner = sch.get_loops(out)[-1]
-    if runs_more_than(sch, inner, 1):
-        sch.vectorize(inner)
+    register_tile_epilogue(sch, block, no, fuse=gemm not in out_names)
     for name in packs:                          # each task packs the panels it reads
         pack = sch.get_sblock(name)
         sch.compute_at(pack, task)

@@ -39,7 +39,7 @@ from kiln.schedules.x86.common import (
     total_extent,
     worth_parallel,
 )
-from kiln.schedules.x86.gemm import check_tile_knobs, round_up
+from kiln.schedules.x86.gemm import check_tile_knobs, register_tile_epilogue, round_up
 
 VNNI_INTRIN = "kiln_vnni_16x4_u8i8i32"
 
@@ -184,16 +184,7 @@ def schedule_vnni_gemm(sch: s_tir.Schedule, gemm: str, cfg: VnniGemmKnobs) -> No
     # With row sums (a nonzero bz) it cannot: a block computed at the register tile must have
     # all its producers there, and the row sums are computed once, before the GEMM. The tile
     # is then stored as is, and the epilogue is a second pass over C.
-    write_back = sch.cache_write(block, 0, "local")
-    if gemm in out_names or rowsum in names:
-        out = write_back
-    else:
-        sch.compute_inline(write_back)
-        (out,) = output_blocks(sch)
-    sch.reverse_compute_at(out, mo)
-    inner = sch.get_loops(out)[-1]
-    if runs_more_than(sch, inner, 1):
-        sch.vectorize(inner)
+    register_tile_epilogue(sch, block, mo, fuse=not (gemm in out_names or rowsum in names))
     if rowsum in names and gemm not in out_names:
         for epilogue in output_blocks(sch):
             schedule_pointwise(sch, epilogue, VNNI_LANES)
