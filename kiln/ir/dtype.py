@@ -78,9 +78,7 @@ class DType(str, Enum):
     @property
     def bits(self) -> int:
         """Bits of one element's value (8 for bool, as NumPy and TVM store it; 4 for int4)."""
-        if self.value.startswith("float8"):
-            return 8
-        digits = self.value.rstrip("fnuz").split("_")[0].lstrip("abcdefghijklmnopqrstuvwxyz")
+        digits = "".join(c for c in self.value.split("_")[0] if c.isdigit())   # float8_e4m3fn
         return int(digits) if digits else 8
 
     @property
