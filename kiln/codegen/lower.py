@@ -337,7 +337,7 @@ def apply_schedule(func: tirx.PrimFunc, plan: SchedulePlan,
     elif plan.template is Template.POOL:
         x86.schedule_pool(sch, anchor_block, lanes)
     elif plan.template is Template.ROW_REDUCTION:
-        x86.schedule_row_reduction(sch, plan.row_rank, lanes)
+        return x86.schedule_row_reduction(sch, plan.row_rank, lanes)
     elif plan.template is Template.GENERIC_REDUCTION:
         x86.schedule_generic_reduction(sch, lanes)
     elif plan.template is Template.RECURRENCE:

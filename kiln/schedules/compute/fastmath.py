@@ -47,23 +47,40 @@ def fmax(x: tirx.PrimExpr, lo: float) -> tirx.PrimExpr:
     return tirx.Select(x < _const(lo, x), _const(lo, x), x)
 
 
-def _exp_reduced(x: tirx.PrimExpr) -> tuple[tirx.PrimExpr, tirx.PrimExpr]:
-    """``e^x = 2^n e^r`` with ``n = round(x log2 e)``, ``|r| <= ln(2) / 2``: (e^r, n as int32).
+# e^r on [-ln(2)/2, ln(2)/2], lowest power first: the degree-6 polynomial of least maximum
+# relative error (1.9e-9, below float32's rounding; Taylor's needs degree 7 for that)
+_EXP_POLY = (1.000000000554171, 1.0000000363234687, 0.49999992079759426, 0.16666420168618937,
+             0.041668225575983625, 0.008374815908336523, 0.0013836845983099075)
 
-    ``r = x - n ln 2`` subtracts ln 2 in two parts (Cody-Waite: 0.693359375 has 9 bits, so
-    ``n * 0.693359375`` is exact), which keeps r exact even for |x| near 88; ``e^r`` is a degree-7
-    Taylor polynomial (error below 2e-8 relative).
+
+def _exp_reduced(x: tirx.PrimExpr, two_part_ln2: bool = True
+                 ) -> tuple[tirx.PrimExpr, tirx.PrimExpr]:
+    """``e^x = 2^n e^r`` with ``n = round(x log2 e)``, ``|r| <= ln(2) / 2``: (e^r, n as int32),
+    for |x log2 e| < 2^22.
+
+    The rounding adds ``M = 1.5 * 2^23 + 127``: the sum's float spacing is 1, so the addition
+    itself rounds x log2 e to the nearest integer, which then sits in the low bits of the
+    sum's mantissa. One FMA where ``floor`` took an FMA, a rounding and a conversion; and as
+    M's bits end in 127 and then zeros, ``(n + 127) << 23`` (2^n's bits) is the sum's bits
+    shifted, which LLVM finds: one shift for 2^n. ``r = x - n ln 2`` subtracts ln 2 in two
+    parts (Cody-Waite: 0.693359375 has 9 bits, so ``n * 0.693359375`` is exact), which keeps
+    r exact even for |x| near 88; in one part (``two_part_ln2=False``, one FMA fewer) r is off
+    by n times float32's ln 2 error, 1.9e-9 n: a relative error of at most 2.4e-7 (2 ulps),
+    reached only for results near 1e-38. ``e^r`` is ``_EXP_POLY``.
     """
-    def round_log2e(x: tirx.PrimExpr) -> tirx.PrimExpr:
-        return tirx.floor(x * _const(LOG2E, x) + _const(0.5, x))
-
+    i32 = "int32"
+    magic = _const(12583039.0, x)                       # 1.5 * 2^23 + 127
     # No let-bindings here: a value bound once and then read twice in one expression (a
     # Select of t and -t) is a double definition, which TIR rejects; LLVM removes the
     # repeated subexpressions (the cost is compile time: keep nesting shallow).
-    n = round_log2e(x)
-    p = _poly((x - n * _const(0.693359375, x)) - n * _const(-2.12194440e-4, x),
-              (1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0))
-    return p, n.astype("int32")
+    t = tirx.reinterpret(i32, x * _const(LOG2E, x) + magic)
+    # the float n is read back through the bits: TVM's simplifier would fold (a + c) - c to a
+    n = tirx.reinterpret(dtype_of(x), t) - magic
+    if two_part_ln2:
+        r = (x - n * _const(0.693359375, x)) - n * _const(-2.12194440e-4, x)
+    else:
+        r = x - n * _const(LN2, x)
+    return _poly_pairs(r, _EXP_POLY), t - tirx.const(0x4B40007F, i32)   # M's bits
 
 
 def _pow2(n: tirx.PrimExpr) -> tirx.PrimExpr:
@@ -83,17 +100,15 @@ def _exp_core(x: tirx.PrimExpr) -> tirx.PrimExpr:
 
 
 def exp_nonpositive(x: tirx.PrimExpr) -> tirx.PrimExpr:
-    """``e^x`` for ``x <= 0`` (softmax's ``x - max``), with ``exp``'s reduction and polynomial
-    (so its accuracy) but one 2^n factor and one compare for both ends: below -87 it clamps
-    and then gives 0 (the true value is under 1.7e-38, a denormal); a NaN fails the compare,
-    stays NaN through the clamp and the polynomial, and comes out NaN. About 19 vector
-    instructions where ``exp`` takes 25."""
+    """``e^x`` for ``x <= 0`` (softmax's ``x - max``): ``exp``'s reduction (ln 2 in one part:
+    2 ulps off only near 1e-38) and polynomial, but no clamp. Below -87 the result is 0 (the
+    true value is under 1.7e-38, a denormal), whatever the reduction made of such an x (2^n
+    wraps below -126; -inf makes r NaN); a NaN fails the compare and comes out NaN. 12 vector
+    instructions where ``exp`` takes 20: softmax's time is mostly this function."""
     if dtype_of(x) != "float32":
         return exp(x)
-    lo = _const(-87.0, x)
-    below = x < lo
-    p, n = _exp_reduced(tirx.Select(below, lo, x))
-    return tirx.Select(below, _const(0.0, x), p * _pow2(n))
+    p, n = _exp_reduced(x, two_part_ln2=False)
+    return tirx.Select(x < _const(-87.0, x), _const(0.0, x), p * _pow2(n))
 
 
 def sigmoid(x: tirx.PrimExpr) -> tirx.PrimExpr:
@@ -160,6 +175,22 @@ def _poly(z: tirx.PrimExpr, coeffs: tuple[float, ...]) -> tirx.PrimExpr:
             p = p * z + _const(c, z)
         return p
     return horner(z)
+
+
+def _poly_pairs(z: tirx.PrimExpr, coeffs: tuple[float, ...]) -> tirx.PrimExpr:
+    """``coeffs[0] + coeffs[1] z + ... + coeffs[k-1] z^(k-1)`` (lowest power first) as Horner's
+    rule in z^2 over the pairs ``c0 + c1 z``: the pairs are independent, so the chain of
+    dependent operations is half as long as plain Horner's (a vectorised loop of these keeps
+    more lanes in flight), for one more multiply."""
+    pairs = [_const(c, z) + _const(c1, z) * z
+             for c, c1 in zip(coeffs[::2], coeffs[1::2], strict=False)]
+    if len(coeffs) % 2:
+        pairs.append(_const(coeffs[-1], z))
+    z2 = z * z
+    p = pairs[-1]
+    for lo in reversed(pairs[:-1]):
+        p = lo + p * z2
+    return p
 
 
 def _copysign(mag: tirx.PrimExpr, x: tirx.PrimExpr) -> tirx.PrimExpr:

@@ -15,8 +15,10 @@ Other reductions run with the innermost output axis vectorised and the outermost
 
 from __future__ import annotations
 
-from tvm import s_tir
+from tvm import s_tir, sym, tirx
+from tvm.runtime import DataType
 
+from kiln.schedules.x86 import tir_edit
 from kiln.schedules.x86.common import (
     block_name,
     blocks,
@@ -35,6 +37,9 @@ from kiln.schedules.x86.common import (
 # chains (a 64-float partial that LLVM keeps in 4 zmm registers) hide most of the latency.
 CHAINS = 4
 FOLD_MIN = 2     # partials folded in vector halves down to this many, then a scalar loop
+# Rows up to this size get the next row prefetched while they are reduced (it then arrives in
+# L1 along with the current one); longer rows keep the hardware prefetcher's stream.
+PREFETCH_MAX_ROW_BYTES = 16384
 
 
 def _rfactor_lanes(sch: s_tir.Schedule, block, lanes: int) -> list[str]:
@@ -68,9 +73,11 @@ def _vectorize_last(sch: s_tir.Schedule, loop, lanes: int) -> None:
         sch.vectorize(vi)
 
 
-def schedule_row_reduction(sch: s_tir.Schedule, row_rank: int, lanes: int) -> None:
+def schedule_row_reduction(sch: s_tir.Schedule, row_rank: int, lanes: int) -> tirx.PrimFunc:
     """Schedule a kernel whose output's first ``row_rank`` axes index independent rows and
-    whose reductions all run over the remaining (trailing) axes of a row."""
+    whose reductions all run over the remaining (trailing) axes of a row. Returns the
+    scheduled function with the edits schedules cannot make (``tir_edit``): the cached row
+    the output reads kept in the output itself, and the next row prefetched."""
     inline_pointwise(sch, only_single_use=True)
     # the work is the elements a pass reads (rows x row length), not the output's size: an
     # arg_max or a log-sum-exp writes one value per row however long the row is
@@ -96,6 +103,7 @@ def schedule_row_reduction(sch: s_tir.Schedule, row_rank: int, lanes: int) -> No
         for b in reversed(blocks(sch)[:-1]):   # consumers first, so each lands inside the row
             sch.compute_at(b, row)
     depth = 1 if row is not None else 0
+    fusions = []
     for b in blocks(sch)[:-1]:
         name = block_name(sch, b)
         body = sch.get_loops(b)[depth:]
@@ -103,9 +111,106 @@ def schedule_row_reduction(sch: s_tir.Schedule, row_rank: int, lanes: int) -> No
             lane, *red = body
             sch.reorder(*red, lane)
             sch.vectorize(lane)
-            sch.decompose_reduction(b, red[0])
         elif not is_reduction(sch, b) and body:   # a cached row
-            _vectorize_last(sch, sch.fuse(*body) if len(body) > 1 else body[0], lanes)
+            loop = sch.fuse(*body) if len(body) > 1 else body[0]
+            fused = _chunk_for_partial(sch, b, loop, partials, lanes)
+            if fused:
+                fusions.append(fused)
+            else:
+                _vectorize_last(sch, loop, lanes)
+    for partial, chunk in fusions:
+        sch.reverse_compute_at(partial, chunk)
+        sch.vectorize(sch.get_loops(partial)[-1])
+    vector_partials = [b for b in blocks(sch)[:-1] if block_name(sch, b) in partials]
+    for b in vector_partials:        # each keeps its handle: it is now the update block
+        sch.decompose_reduction(b, sch.get_loops(b)[depth])
+    in_place = _cached_row_of_output(sch, out)
+    prefetches = (_prefetch_next_row(sch, row, vector_partials[0], row_rank)
+                  if row is not None and vector_partials else None)
+    func = sch.mod["main"]
+    if in_place:
+        func = tir_edit.alias_to_output(func, *in_place)
+    if prefetches:
+        func = tir_edit.prepend_to_loop(func, *prefetches)
+    return func
+
+
+def _cached_row_of_output(sch: s_tir.Schedule, out) -> tuple | None:
+    """(cached row, output buffer) when the output block reads a cached row at the very index
+    it writes (softmax's ``y = e * (1 / sum)``): the row can live in the output's memory.
+    The output block runs last in its row, after every other reader of the cached row."""
+    block = sch.get(out)
+    if len(block.writes) != 1:
+        return None
+    (written,) = block.writes
+    scratch = sch.get(sch.get_sblock("root")).alloc_buffers
+    for read in block.reads:
+        buf = read.source
+        if (any(buf.same_as(b) for b in scratch) and buf.dtype == written.source.dtype
+                and len(buf.shape) == len(written.source.shape)
+                and all(tir_edit.equal(a, b) for a, b in zip(buf.shape, written.source.shape,
+                                                             strict=True))
+                and tir_edit.same_region(read.region, written.region)):
+            return buf, written.source
+    return None
+
+
+def _prefetch_next_row(sch: s_tir.Schedule, row, first, row_rank: int) -> tuple | None:
+    """Prefetches of the next row's input, spread over the first pass of this row: each
+    chunk of the ``first`` vector partial (``CHAINS`` vectors) prefetches the same chunk of
+    the next row. The hardware prefetcher does not cross a 4 KiB page and a row often is one, so
+    without this each row starts on cache misses the core waits for. Returns (the chunk
+    loop's variable, the prefetch statements), or None where the first pass reads no input
+    laid out row by row."""
+    chunk_rv, lane_rv = sch.get_loops(first)[1], sch.get_loops(first)[-1]
+    chunk, rows, width = sch.get(chunk_rv), sch.get(row), extent(sch, lane_rv)
+    params = sch.mod["main"].params
+    stmts = []
+    for read in sch.get(first).reads:
+        buf = read.source
+        if width is None or not any(buf.same_as(p) for p in params):
+            continue
+        row_len = _product(buf.shape[row_rank:])
+        itemsize = DataType(buf.dtype).bits // 8
+        lines, rest = divmod(width * itemsize, tir_edit.CACHE_LINE)
+        if (rest or not lines or not tir_edit.equal(row_len, chunk.extent * width)
+                or not tir_edit.equal(_product(buf.shape[:row_rank]), rows.extent)
+                or not isinstance(row_len, tirx.IntImm)
+                or int(row_len) * itemsize > PREFETCH_MAX_ROW_BYTES):
+            continue
+        nxt = tirx.min(rows.loop_var + 1, rows.extent - 1)
+        stmts += [tir_edit.prefetch(buf, nxt * row_len + chunk.loop_var * width
+                                    + j * (tir_edit.CACHE_LINE // itemsize))
+                  for j in range(lines)]
+    return (chunk.loop_var, stmts) if stmts else None
+
+
+def _product(dims) -> tirx.PrimExpr:
+    total = tirx.const(1, "int64") if not dims else dims[0]
+    for d in dims[1:]:
+        total = total * d
+    return sym.Analyzer().simplify(total)
+
+
+def _chunk_for_partial(sch: s_tir.Schedule, cached, loop, partials: set[str], lanes: int):
+    """A cached row that a vector partial reduction alone consumes first (softmax's
+    e = exp(x - max): the sum reads it, then the output) is computed in chunks of the
+    partial's width, and the partial's update goes inside each chunk: one pass over the row
+    computes, stores and accumulates it, where two passes would write it and read it back.
+    Returns (the partial block, the chunk loop) to fuse, or None where the shapes don't
+    allow it (a row over several axes; the partial reading other blocks too)."""
+    for consumer in sch.get_consumers(cached):
+        if block_name(sch, consumer) not in partials:
+            continue
+        width = int(sch.get(consumer).iter_vars[0].dom.extent)     # the rfactor's lanes
+        n = extent(sch, loop)
+        if (len(sch.get_producers(consumer)) != 1 or n is None or n % width or width % lanes
+                or len(sch.get_loops(consumer)) != len(sch.get_loops(cached)) + 1):
+            return None
+        chunk, inner = sch.split(loop, [None, width])
+        _vectorize_last(sch, inner, lanes)
+        return consumer, chunk
+    return None
 
 
 def schedule_generic_reduction(sch: s_tir.Schedule, lanes: int) -> None:
