@@ -1,8 +1,9 @@
 """kiln against its anchors on this CPU, in one table: fp32 GEMM vs NumPy (OpenBLAS), int8 GEMM,
 LayerNorm and softmax vs ONNX Runtime single-op models (with the memory bandwidth a copy
-reaches in the same run), and the shared real models end to end vs ONNX Runtime.
+reaches in the same run), long-sequence attention vs ONNX Runtime, and the shared real models
+end to end vs ONNX Runtime.
 
-    python -m benchmarks.cpu [--threads N] [--only gemm,int8,norm,models] [--quick]
+    python -m benchmarks.cpu [--threads N] [--only gemm,int8,norm,attention,models] [--quick]
                              [--json PATH] [--models DIR]
 
 Every pair runs alternately in this process (anchor, then kiln, ``--rounds`` times) with both
@@ -48,11 +49,12 @@ from benchmarks.timing import (
     per_call,
 )
 
-SECTIONS = ("gemm", "int8", "norm", "models")
+SECTIONS = ("gemm", "int8", "norm", "attention", "models")
 FP32_GEMMS = [(256, 256, 256), (512, 512, 512), (1024, 1024, 1024), (2048, 2048, 2048),
               (128, 384, 1536), (128, 1536, 384), (128, 384, 384)]     # BERT/MiniLM: FFN, proj
 INT8_GEMMS = [(64, 384, 512), (128, 384, 384), (128, 384, 1536), (128, 1536, 384)]
 NORM_SHAPES = [(128, 384), (4096, 1024)]
+ATTENTION_SHAPES = [(8, 1024, 32), (8, 2048, 32)]    # heads, sequence, head dim
 COPY_SHAPE = (4096, 1024)      # 16 MiB of float32: the size of the largest norm row set
 OPSET = 17
 
@@ -252,6 +254,34 @@ def norm_rows(cfg: Config) -> Iterator[Row]:
                            partial(_norm, cfg, label, shape, bandwidth))
 
 
+def _attention(cfg: Config, heads: int, t: int, d: int) -> Row:
+    """softmax(q @ kt / sqrt(d)) @ v as exporters write it (MatMul, Div, Softmax, MatMul):
+    kiln runs it as one attention kernel; ORT materialises the heads x t x t scores."""
+    f = TensorProto.FLOAT
+    ins = [helper.make_tensor_value_info(n, f, shape) for n, shape in
+           (("q", (1, heads, t, d)), ("kt", (1, heads, d, t)), ("v", (1, heads, t, d)))]
+    c = numpy_helper.from_array(np.array(np.sqrt(d), np.float32), "c")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["q", "kt"], ["s"]), helper.make_node("Div", ["s", "c"], ["z"]),
+         helper.make_node("Softmax", ["z"], ["p"], axis=-1),
+         helper.make_node("MatMul", ["p", "v"], ["y"])], "attention", ins,
+        [helper.make_tensor_value_info("y", f, (1, heads, t, d))], [c])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    rng = np.random.default_rng(0)
+    feeds = {i.name: rng.standard_normal([x.dim_value for x in i.type.tensor_type.shape.dim]
+                                         ).astype(np.float32) for i in ins}
+    t_k, t_a, note = _onnx_pair(cfg, model.SerializeToString(), feeds, exact=False)
+    return Row("attention", f"{heads} heads x {t}^2, d {d}", "ORT", t_k, t_a,
+               f"scores {4 * heads * t * t >> 20} MiB (kiln never stores them), {note}")
+
+
+def attention_rows(cfg: Config) -> Iterator[Row]:
+    """Long-sequence attention, one single-op-chain model on both engines."""
+    for heads, t, d in ATTENTION_SHAPES:
+        yield _attempt(cfg, "attention", f"{heads} heads x {t}^2",
+                       partial(_attention, cfg, heads, t, d))
+
+
 def _model(cfg: Config, name: str, path: Path) -> Row:
     lib, feeds, compile_s = real_models.compile_at_manifest(name, path)
     ort_time, want = ort_timer(ort_session(path, cfg.threads), feeds, cfg.min_seconds)
@@ -278,7 +308,8 @@ def model_rows(cfg: Config) -> Iterator[Row]:
 
 
 SECTION_ROWS: dict[str, Callable[[Config], Iterator[Row]]] = {
-    "gemm": gemm_rows, "int8": int8_rows, "norm": norm_rows, "models": model_rows}
+    "gemm": gemm_rows, "int8": int8_rows, "norm": norm_rows, "attention": attention_rows,
+    "models": model_rows}
 
 
 def _fmt(v: float | None, spec: str) -> str:

@@ -59,6 +59,7 @@ class Template(Enum):
     GENERIC_REDUCTION = "generic reduction"
     INJECTIVE = "injective"
     RECURRENCE = "recurrence"
+    ATTENTION = "attention"     # matmul -> scale/mask -> softmax -> matmul, one kernel
 
 
 @dataclass
@@ -112,6 +113,12 @@ def plan_schedule(group: Group, target: Target) -> SchedulePlan:
         return SchedulePlan(Template.RECURRENCE, target, dtype, notes=[
             f"{anchor.op.name}: loop nest written scheduled in its compute (parallel over "
             "independent rows, vectorised over trailing dims)"])
+    if group.is_attention:
+        q, out = anchor.inputs[0].shape, group.outputs[0].shape
+        knobs = x86.default_attention_knobs(q[-2], out[-1], isa)
+        return SchedulePlan(Template.ATTENTION, target, dtype, knobs, notes=[
+            f"attention T={q[-2]} S={anchor.outputs[0].shape[-1]} d={q[-1]} dv={out[-1]}: "
+            f"{knobs}, a {knobs.bq} x S block of scores per task (never T x S)"])
     if anchor is not None and _vnni_gemm(anchor, target):
         a, out = anchor.inputs[0].shape, anchor.outputs[0].shape
         m, n, k = out[-2], out[-1], a[-1]
@@ -334,6 +341,8 @@ def apply_schedule(func: tirx.PrimFunc, plan: SchedulePlan,
         schedule_vnni_gemm(sch, anchor_block, plan.knobs)
     elif plan.template is Template.CONV2D:
         x86.schedule_conv2d(sch, anchor_block, plan.knobs, isa)
+    elif plan.template is Template.ATTENTION:
+        x86.schedule_attention(sch, anchor_block, plan.knobs, isa)
     elif plan.template is Template.POOL:
         x86.schedule_pool(sch, anchor_block, lanes)
     elif plan.template is Template.ROW_REDUCTION:

@@ -116,3 +116,38 @@ def test_reductions_to_a_scalar(shape: tuple[int, ...]) -> None:
     got = kiln.compile(g)(**feeds)
     for out, ref in zip(got, kiln.run_reference(g, feeds), strict=True):
         np.testing.assert_allclose(out, ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize("op, n", [("softmax", 1024), ("softmax", 384), ("layer_norm", 640)])
+def test_row_kernels_keep_the_row_in_the_output_and_prefetch_the_next(op: str, n: int) -> None:
+    """The tir_edit passes on the row template: softmax's e = exp(x - max) is computed in the
+    chunks the sum reads (one pass), stored in the output (a match buffer of it, not scratch)
+    and every row prefetches the next; the values stay the reference's."""
+    g = kiln.Graph(op)
+    x = g.input("x", (7, n), "float32")
+    rng = np.random.default_rng(3)
+    if op == "softmax":
+        y = kiln.ops.softmax(x, axis=-1)
+    else:
+        y = kiln.ops.layer_norm(x, rng.standard_normal(n).astype(np.float32),
+                                rng.standard_normal(n).astype(np.float32))
+    g.output(y)
+    (kernel,) = lower_graph(g).kernels
+    text = kernel.func.script()
+    assert "llvm.prefetch" in text and "T.min(i0 + 1, 6)" in text
+    if op == "softmax":
+        assert f"softmax_exp = T.match_buffer(softmax[0:7, 0:{n}]" in text
+        exp_at = text.index('T.sblock("softmax_exp")')
+        assert text.index('T.sblock("softmax_sum_rf_update")') > exp_at   # same chunk loop
+    xs = rng.standard_normal((7, n)).astype(np.float32) * 4
+    assert_matches_reference(g, {"x": xs}, rtol=2e-6, atol=1e-6)
+
+
+def test_softmax_with_a_narrowing_epilogue_keeps_its_scratch_row() -> None:
+    """A float16 output cannot hold the float32 row: no aliasing, same values."""
+    g = kiln.Graph("softmax16")
+    x = g.input("x", (5, 256), "float32")
+    g.output(kiln.ops.cast(kiln.ops.softmax(x, axis=-1), "float16"))
+    (kernel,) = lower_graph(g).kernels
+    assert "T.match_buffer" not in kernel.func.script()
+    assert_matches_reference(g, rtol=1e-3, atol=1e-4)
