@@ -115,6 +115,11 @@ def _one_op_model(op: str, x: tuple[str, int, tuple[int, ...]],
         [helper.make_tensor_value_info(name, elem, list(shape))],
         [helper.make_tensor_value_info("y", *y)],
         [numpy_helper.from_array(w, n) for w, n in zip(inits, init_names, strict=True)])
+    return _model_bytes(graph)
+
+
+def _model_bytes(graph: onnx.GraphProto) -> bytes:
+    """``graph`` as a checked model at ``OPSET``, in an IR version ORT reads."""
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               ir_version=10)
     onnx.checker.check_model(model)
@@ -266,11 +271,10 @@ def _attention(cfg: Config, heads: int, t: int, d: int) -> Row:
          helper.make_node("Softmax", ["z"], ["p"], axis=-1),
          helper.make_node("MatMul", ["p", "v"], ["y"])], "attention", ins,
         [helper.make_tensor_value_info("y", f, (1, heads, t, d))], [c])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     rng = np.random.default_rng(0)
     feeds = {i.name: rng.standard_normal([x.dim_value for x in i.type.tensor_type.shape.dim]
                                          ).astype(np.float32) for i in ins}
-    t_k, t_a, note = _onnx_pair(cfg, model.SerializeToString(), feeds, exact=False)
+    t_k, t_a, note = _onnx_pair(cfg, _model_bytes(graph), feeds, exact=False)
     return Row("attention", f"{heads} heads x {t}^2, d {d}", "ORT", t_k, t_a,
                f"scores {4 * heads * t * t >> 20} MiB (kiln never stores them), {note}")
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tvm import s_tir
+from tvm import s_tir, tirx
 
 from kiln.errors import KnobError
 from kiln.schedules.x86.common import (
@@ -83,6 +83,7 @@ def schedule_attention(sch: s_tir.Schedule, scores: str, cfg: AttentionKnobs, is
                 and sch.get(b).name_hint not in (scores, out_name)]
     rows = [sch.get(b).name_hint for b in blocks(sch) if sch.get(b).name_hint not in
             (scores, out_name)]
+    packed = _pack_keys(sch, sch.get_sblock(scores), lanes)
     # the output: [batch..., i, c, j] -> parallel (batch, io); co; j; ii (unrolled); ci (vector)
     *batch, i, c, j = sch.get_loops(out)
     io, ii = sch.split(i, [None, cfg.bq])
@@ -91,7 +92,8 @@ def schedule_attention(sch: s_tir.Schedule, scores: str, cfg: AttentionKnobs, is
     task = sch.fuse(*batch, io)
     sch.parallel(task)
     for b in reversed(blocks(sch)[:-1]):              # consumers first, each inside the task
-        sch.compute_at(b, task)
+        if sch.get(b).name_hint != packed:
+            sch.compute_at(b, task)
     sch.unroll(ii)
     sch.vectorize(ci)
     register_tile_epilogue(sch, out, co, fuse=False)
@@ -102,6 +104,31 @@ def schedule_attention(sch: s_tir.Schedule, scores: str, cfg: AttentionKnobs, is
     for partial in partials:
         if partial is not None:
             _partial_loops(sch, partial, lanes)
+
+
+def _pack_keys(sch: s_tir.Schedule, scores, lanes: int) -> str | None:
+    """K^T [..., d, S] copied, before the tasks, into panels [..., S / lanes, d, lanes]: the
+    scores tile reads a vector of K^T per d, and in K^T's own layout those vectors are a row
+    (S floats, 4 KiB at S = 1024) apart, so the d loop's loads all fall in one L1 set and evict
+    one another; packed, they are consecutive. The copy is K's size, once per call. Returns
+    the packing block's name (None where S is not whole vectors: K^T is read in place)."""
+    block = sch.get(scores)
+    n = None
+    for index, region in enumerate(block.reads):
+        shape = region.source.shape
+        if len(shape) >= 2 and region.source.same_as(block.reads[-1].source):
+            n, kt_index = shape[-1], index
+    if n is None or not isinstance(n, tirx.IntImm) or int(n) % lanes:
+        return None
+    packed = sch.cache_read(scores, kt_index, "global")
+    sch.transform_layout(scores, ("read", kt_index),
+                         lambda *i: (*i[:-2], i[-1] // lanes, i[-2], i[-1] % lanes))
+    *batch, d, j = sch.get_loops(packed)
+    jo, ji = sch.split(j, [None, lanes])
+    sch.reorder(*batch, jo, d, ji)
+    sch.vectorize(ji)
+    sch.parallel(sch.fuse(*batch, jo))
+    return sch.get(packed).name_hint
 
 
 def _scores_tile(sch: s_tir.Schedule, block, lanes: int) -> None:
