@@ -5,10 +5,11 @@
 One parallel task per block of ``bq`` query rows, which keeps only its own bq x S block of
 scores (in L1/L2 for S up to thousands): the T x S matrix never exists in memory::
 
+    parallel for b, jo: Kp[b, jo, :, :] = K^T[b, :, jo*lanes : +lanes]   # panels, once
     parallel for b, io:                   # bq query rows of one batch/head
       for jo:                             # scores, one bq x lanes register tile at a time
         acc[bq, lanes] = 0
-        for d: for ii (unrolled): acc[ii, :] += Q[ii, d] * K^T[d, jo*lanes : +lanes]
+        for d: for ii (unrolled): acc[ii, :] += Q[ii, d] * Kp[jo, d, :]
         S[:, jo*lanes : +lanes] = acc
       max, e = exp(scale(S) + mask - max), sum, P = e / sum    # row passes on vectors
       for co:                             # output, one bq x nv register tile at a time

@@ -42,7 +42,7 @@ FOLD_MIN = 2     # partials folded in vector halves down to this many, then a sc
 PREFETCH_MAX_ROW_BYTES = 16384
 
 
-def rfactor_lanes(sch: s_tir.Schedule, block, lanes: int) -> list[str]:
+def _rfactor_lanes(sch: s_tir.Schedule, block, lanes: int) -> list[str]:
     """Split the innermost reduce loop into vector partial results (``rfactor``) so the
     reduction runs on vectors: ``CHAINS`` vectors of partials when the row is long enough,
     then folded in halves (more rfactors) down to ``FOLD_MIN`` lanes, then to the scalar.
@@ -88,7 +88,7 @@ def schedule_row_reduction(sch: s_tir.Schedule, row_rank: int, lanes: int) -> ti
     # on rank-0 blocks ("block_realize == old_block_realize_"). Rare in inference (losses).
     if row_rank == 0:
         reductions = []
-    partials = {p for b in reductions for p in rfactor_lanes(sch, b, lanes)}
+    partials = {p for b in reductions for p in _rfactor_lanes(sch, b, lanes)}
     (out,) = output_blocks(sch)
     loops = sch.get_loops(out)
     # when the output is itself the (cross-lane) reduction, its loops past the rows reduce

@@ -122,3 +122,10 @@ def test_long_sequence_attention_at_the_default_threshold() -> None:
     g = attention((1, 8), 1024, 1024, 32, 32)
     assert [attn for _, attn in kinds(g)] == [True]
     assert_matches_reference(g, feeds(g), rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.usefixtures("fuse_any_size")
+def test_attention_on_avx2_fits_sixteen_registers() -> None:
+    """The AVX2 tiles (6 rows; 6 x 16 output, 6 x 8 scores) on ymm, same values."""
+    g = attention((2, 2), 29, 48, 16, 24)
+    assert_matches_reference(g, feeds(g), rtol=2e-5, atol=2e-6, target="x86-avx2")
