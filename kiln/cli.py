@@ -340,7 +340,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         print(c.fused.group(args.group) if args.group else c.fused)
         return 0
     kernels = [c.kernel(args.group)] if args.group else c.kernels
-    tvm_target = tvm.target.Target(c.target.tvm_target)
+    tvm_target = c.target.tvm()
     for i, k in enumerate(kernels):
         if i:
             print()

@@ -1,6 +1,7 @@
 """Named compile targets, mapped to TVM target dicts in this one place.
 
-Schedules read the ``Isa`` (vector width, register count); codegen reads ``tvm_target``.
+x86 schedules read the ``Isa`` (vector width, register count); CUDA schedules the ``arch``;
+codegen reads ``tvm_target`` / ``tvm()``.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 from functools import cache
+from typing import Any
 
 from kiln.errors import KilnError
 
@@ -33,23 +35,40 @@ class Isa(Enum):
 
 @dataclass(frozen=True)
 class Target:
-    """A kiln target: its name, its ISA class and the LLVM target TVM compiles for; ``vnni``:
-    the CPU has AVX-512 VNNI (``vpdpbusd``, the int8 dot product the int8 GEMM uses)."""
+    """A kiln target: its name, and either (x86) its ISA class and the LLVM CPU TVM compiles
+    for, ``vnni`` when the CPU has AVX-512 VNNI (``vpdpbusd``, the int8 dot product the int8
+    GEMM uses), or (CUDA) the GPU architecture, ``sm_90``."""
 
     name: str
-    isa: Isa
-    mcpu: str
+    isa: Isa | None
+    mcpu: str = ""
     vnni: bool = False
+    arch: str = ""
+
+    @property
+    def is_cuda(self) -> bool:
+        return bool(self.arch)
 
     @property
     def tvm_target(self) -> dict:
+        if self.is_cuda:
+            return {"kind": "cuda", "arch": self.arch}
         # LLVM's tuning for AVX-512 CPUs ("prefer-256-bit") splits 512-bit vectors outside
         # GEMMs into ymm halves. Turning it off made exp over 4096x1024 1.5x faster on one
         # core, but LLVM then miscompiles a vectorised gather with a select (onnx's
         # test_rotary_embedding_3d_input: wrong lanes), so kiln keeps LLVM's default.
         return {"kind": "llvm", "mcpu": self.mcpu}
 
+    def tvm(self) -> Any:
+        """The TVM target; a CUDA one with its host (the CPU code that launches kernels)."""
+        import tvm
+        if self.is_cuda:
+            return tvm.target.Target(self.tvm_target, host={"kind": "llvm"})
+        return tvm.target.Target(self.tvm_target)
+
     def __str__(self) -> str:
+        if self.is_cuda:
+            return f"{self.name} ({self.arch})"
         return f"{self.name} ({self.mcpu}, {self.isa.value})"
 
 
@@ -73,14 +92,17 @@ def host_target() -> Target:
 FIXED_TARGETS = {
     "x86-avx2": Target("x86-avx2", Isa.AVX2, "haswell"),
     "x86-avx512": Target("x86-avx512", Isa.AVX512, "skylake-avx512"),
+    "cuda": Target("cuda", None, arch="sm_90"),            # H100
+    "cuda-sm90": Target("cuda-sm90", None, arch="sm_90"),
+    "cuda-sm80": Target("cuda-sm80", None, arch="sm_80"),  # A100
 }
-RESERVED = {"arm-neon": "the ARM NEON target", "arm-neon-dotprod": "the ARM NEON target",
-            "cuda": "the CUDA target"}
+RESERVED = {"arm-neon": "the ARM NEON target", "arm-neon-dotprod": "the ARM NEON target"}
 TARGET_NAMES = ("x86", *FIXED_TARGETS)
 
 
 def get_target(name: str | Target) -> Target:
-    """Resolve a target name: "x86" (this CPU), "x86-avx2" or "x86-avx512"."""
+    """Resolve a target name: "x86" (this CPU), "x86-avx2", "x86-avx512", "cuda" (sm_90),
+    "cuda-sm90" or "cuda-sm80"."""
     if isinstance(name, Target):
         return name
     if name == "x86":

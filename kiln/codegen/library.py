@@ -17,7 +17,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from kiln.codegen.assemble import META_FUNC
+from kiln.codegen import cuda
+from kiln.codegen.assemble import META_FUNC, signature
 from kiln.errors import InputError, KilnError, first_line
 from kiln.ir.dtype import DType, from_storage, to_storage
 from kiln.ir.interpreter import check_inputs
@@ -104,14 +105,25 @@ class Library:
 
     def __init__(self, module: Any, compilation: Any = None) -> None:
         self._module = module                    # relax Executable, or a loaded runtime Module
-        self._device = tvm.cpu()
-        self._vm = relax.VirtualMachine(module, self._device)
-        meta = json.loads(bytes(self._vm[META_FUNC]().numpy()).decode())
+        self.compilation = compilation           # the stages, when compiled in this process
+        cuda_lib = compilation.target.is_cuda if compilation is not None else _has_cuda(module)
+        self._device = tvm.cuda(0) if cuda_lib else tvm.cpu()
+        self._vm = None
+        if cuda_lib and not cuda.has_gpu():     # compiled here to run elsewhere: export only
+            meta = signature(compilation.graph)
+        else:
+            self._vm = relax.VirtualMachine(module, self._device)
+            meta = json.loads(bytes(self._vm[META_FUNC]().numpy()).decode())
         self.name: str = meta["name"]
         self.inputs = [TensorSpec(d["name"], tuple(d["shape"]), d["dtype"]) for d in meta["inputs"]]
         self.outputs = [TensorSpec(d["name"], tuple(d["shape"]), d["dtype"])
                         for d in meta["outputs"]]
-        self.compilation = compilation           # the stages, when compiled in this process
+
+    def _machine(self) -> relax.VirtualMachine:
+        if self._vm is None:
+            raise KilnError(f"{self.name} is compiled for CUDA and this machine has no CUDA "
+                            "device: export it (lib.export) and run it on a GPU host")
+        return self._vm
 
     def __repr__(self) -> str:
         return (f"Library({self.name}: ({', '.join(map(str, self.inputs))}) -> "
@@ -136,7 +148,7 @@ class Library:
         return out
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> list[np.ndarray]:
-        result = self._vm["main"](*self._arguments(args, kwargs))
+        result = self._machine()["main"](*self._arguments(args, kwargs))
         results = [result] if len(self.outputs) == 1 else [result[i]
                                                           for i in range(len(self.outputs))]
         return [from_storage(r.numpy(), DType(s.dtype))
@@ -146,12 +158,13 @@ class Library:
                   repeat: int = 20) -> list[float]:
         """Per-run latencies in seconds: ``repeat`` means, each over ``number`` runs.
         ``inputs`` maps input names to arrays, or lists them in input order."""
+        vm = self._machine()
         if isinstance(inputs, Mapping):
             tensors = self._arguments((), inputs)
         else:
             tensors = self._arguments(tuple(inputs), {})
-        self._vm["main"](*tensors)               # warm-up: first-touch allocation, thread pool
-        timer = self._vm.time_evaluator("main", self._device, number=number, repeat=repeat)
+        vm["main"](*tensors)                     # warm-up: first-touch allocation, thread pool
+        timer = vm.time_evaluator("main", self._device, number=number, repeat=repeat)
         return list(timer(*tensors).results)
 
     def export(self, path: str | os.PathLike) -> Path:
@@ -171,13 +184,37 @@ def load(path: str | os.PathLike) -> Library:
     if not path.is_file():
         raise KilnError(f"no such library: {path}")
     _check_not_truncated(path)
+    if _mentions_cuda(path):
+        cuda.load_cuda_runtime(allow_stub=False)   # its module loader, before the library
     try:
         with _quiet_native_stderr():
             module = tvm.runtime.load_module(str(path))
             lib = Library(module)
+    except KilnError:
+        raise
     except Exception as e:   # TVM raises its own error types for bad files
         raise KilnError(f"{path} is not a loadable kiln library: {first_line(e)}") from None
     return lib
+
+
+def _has_cuda(module: Any) -> bool:
+    """Whether a loaded library carries CUDA kernels (an imported module of kind cuda)."""
+    mod = getattr(module, "mod", module)
+    stack, seen = [mod], 0
+    while stack and seen < 64:
+        m = stack.pop()
+        seen += 1
+        if m.kind == "cuda":
+            return True
+        stack.extend(m.imports)
+    return False
+
+
+def _mentions_cuda(path: Path) -> bool:
+    """Whether the library file holds a CUDA module (its serialized import tree names the
+    module kind): the CUDA runtime must then be loaded before the library is."""
+    with open(path, "rb") as f:
+        return b"cuda" in f.read()
 
 
 def _check_not_truncated(path: Path) -> None:

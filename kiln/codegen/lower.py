@@ -26,7 +26,7 @@ from kiln.ir.ops.registry import Pattern
 from kiln.ir.ops.rnn import RECURRENT_OPS
 from kiln.ir.passes.fuse import Group
 from kiln.ir.types import Dim, format_shape, normalize_axis
-from kiln.schedules import x86
+from kiln.schedules import cuda, x86
 from kiln.schedules.compute import COMPUTE, NodeInfo
 from kiln.schedules.compute.matmul import (
     dense_operand,
@@ -60,6 +60,7 @@ class Template(Enum):
     INJECTIVE = "injective"
     RECURRENCE = "recurrence"
     ATTENTION = "attention"     # matmul -> scale/mask -> softmax -> matmul, one kernel
+    CUDA_GEMM = "cuda gemm"     # shared-memory tiles, a register tile per thread
 
 
 @dataclass
@@ -103,6 +104,8 @@ def lower_group(group: Group, target: Target, name: str | None = None) -> Kernel
 # -- 1. plan ------------------------------------------------------------------------------------
 def plan_schedule(group: Group, target: Target) -> SchedulePlan:
     """Pick the template from the group's anchor, with default knobs for its shape."""
+    if target.is_cuda:
+        return _plan_cuda(group, target)
     anchor, isa = group.anchor, target.isa
     dtype = group.outputs[0].dtype.tvm
     if anchor is not None and anchor.op.name in RECURRENT_OPS:
@@ -169,6 +172,33 @@ def plan_schedule(group: Group, target: Target) -> SchedulePlan:
         return SchedulePlan(Template.ROW_REDUCTION, target, dtype, row_rank=rows,
                             notes=[f"row reduction: {rows} row axes"])
     return SchedulePlan(Template.INJECTIVE, target, dtype)
+
+
+# ops whose x86 templates have no CUDA counterpart yet
+CUDA_PENDING = ("conv2d", "conv_transpose2d", "pool", "matmul_integer", *RECURRENT_OPS,
+                *LOOP_NEST_OPS)
+
+
+def _plan_cuda(group: Group, target: Target) -> SchedulePlan:
+    anchor = group.anchor
+    dtype = group.outputs[0].dtype.tvm
+    if anchor is not None and anchor.op.name in CUDA_PENDING:
+        raise ModelError(f"group {group.name}: {anchor.op.name} has no CUDA schedule yet "
+                         "(the cuda target covers GEMMs, reductions and elementwise ops)")
+    if anchor is not None and anchor.op.name in GEMM_OPS:
+        out, a = anchor.outputs[0].shape, anchor.inputs[0].shape
+        m, n, k = (out[-2] if len(out) > 1 else 1), out[-1], a[-1]
+        knobs = cuda.default_gemm_knobs(_typical(m), _typical(n), _typical(k))
+        return SchedulePlan(Template.CUDA_GEMM, target, dtype, knobs,
+                            notes=[f"cuda gemm M={m} N={n} K={k}: {knobs}"])
+    if group.kind is Pattern.REDUCTION:
+        rows = row_rank(anchor)
+        if rows is None:
+            return SchedulePlan(Template.GENERIC_REDUCTION, target, dtype,
+                                notes=["reduction over non-trailing axes: a thread per output"])
+        return SchedulePlan(Template.ROW_REDUCTION, target, dtype, row_rank=rows,
+                            notes=[f"row reduction: {rows} row axes, a thread block per row"])
+    return SchedulePlan(Template.INJECTIVE, target, dtype, notes=["a thread per element"])
 
 
 def _vnni_gemm(n: Node, target: Target) -> bool:
@@ -333,6 +363,8 @@ def apply_schedule(func: tirx.PrimFunc, plan: SchedulePlan,
                    anchor_block: str | None) -> tirx.PrimFunc:
     """Apply the plan's template; every kernel gets one (none ships unscheduled)."""
     sch = s_tir.Schedule(func)
+    if plan.target.is_cuda:
+        return _apply_cuda(sch, plan, anchor_block)
     isa = plan.target.isa
     lanes = isa.lanes(plan.dtype)
     if plan.template is Template.GEMM:
@@ -353,6 +385,19 @@ def apply_schedule(func: tirx.PrimFunc, plan: SchedulePlan,
         pass    # an extern kernel whose loops its compute writes scheduled (compute/rnn.py)
     else:
         x86.schedule_injective(sch, lanes)
+    return sch.mod["main"]
+
+
+def _apply_cuda(sch: s_tir.Schedule, plan: SchedulePlan, anchor_block: str | None
+                ) -> tirx.PrimFunc:
+    if plan.template is Template.CUDA_GEMM:
+        cuda.schedule_gemm(sch, anchor_block, plan.knobs)
+    elif plan.template is Template.ROW_REDUCTION:
+        cuda.schedule_row_reduction(sch, plan.row_rank)
+    elif plan.template is Template.GENERIC_REDUCTION:
+        cuda.schedule_generic_reduction(sch)
+    else:
+        cuda.schedule_injective(sch)
     return sch.mod["main"]
 
 

@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 import tvm
 from tvm import tirx
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+from tvm.relax.backend.cuda import pipeline as cuda_pipeline
 
+from kiln.codegen import cuda
 from kiln.codegen.assemble import assemble
 from kiln.codegen.lower import Kernel, lower_group
 from kiln.errors import InternalError
@@ -42,7 +44,7 @@ def lower_graph(g: Graph, target: str | Target = "x86") -> Compilation:
     """Every stage up to the Relax module, without invoking LLVM."""
     tgt = get_target(target)
     optimized = optimize(g)
-    fused = fuse_groups(optimized)
+    fused = fuse_groups(optimized, attention=not tgt.is_cuda)  # no CUDA template for it yet
     kernels = [lower_group(grp, tgt) for grp in fused.groups]
     return Compilation(tgt, g, optimized, fused, kernels, assemble(optimized, kernels))
 
@@ -56,8 +58,11 @@ def build(c: Compilation) -> Compilation:
     The result is checked: a PrimFunc kiln did not schedule (TVM's defaults run at 0.6 GFLOP/s
     on a GEMM) must never reach the library.
     """
-    target = tvm.target.Target(c.target.tvm_target)
-    passes = cpu_generic.dataflow_lower_passes(target) + cpu_generic.finalize_passes(target)
+    target = c.target.tvm()
+    backend = cuda_pipeline if c.target.is_cuda else cpu_generic
+    passes = backend.dataflow_lower_passes(target) + backend.finalize_passes(target)
+    if c.target.is_cuda:
+        cuda.prepare_build()       # device code as a fatbin: the GPU host needs no compiler
     with target:
         lowered = tvm.transform.Sequential(passes)(c.relax_module)
     ours = {k.name for k in c.kernels}
@@ -67,5 +72,6 @@ def build(c: Compilation) -> Compilation:
                    and not gv.name_hint.startswith("shape_func"))
     if extra:
         raise InternalError(f"the Relax pipeline added unscheduled kernels: {', '.join(extra)}")
-    c.executable = tvm.compile(lowered, target=target, relax_pipeline=None)
+    with target:
+        c.executable = tvm.compile(lowered, target=target, relax_pipeline=None)
     return c

@@ -98,8 +98,9 @@ class FusedGraph:
 
 
 class _Partition:
-    def __init__(self, g: Graph) -> None:
+    def __init__(self, g: Graph, attention: bool = True) -> None:
         self.g = g
+        self.attention = attention
         self.uses = g.consumers()
         self.graph_outputs = {id(v) for v in g.outputs}
         self.group_of: dict[int, list[Node]] = {}     # node id -> its group's node list
@@ -159,7 +160,8 @@ class _Partition:
                 order.append(target)
                 if n.op.pattern is Pattern.REDUCTION:
                     self.absorb_prologue(n, target, order)
-                chain = self.attention_chain(n) if n.op.name == "matmul" else None
+                chain = (self.attention_chain(n) if self.attention and n.op.name == "matmul"
+                         else None)
                 if chain:
                     for c in chain:
                         self.claimed[id(c)] = target
@@ -286,9 +288,10 @@ def _op_names(nodes: list[Node], anchor: Node | None, limit: int = 4) -> str:
     return "_".join(out[:limit])
 
 
-def fuse_groups(g: Graph) -> FusedGraph:
-    """Partition ``g`` into fused groups (see the module docstring for the rules)."""
-    part = _Partition(g)
+def fuse_groups(g: Graph, attention: bool = True) -> FusedGraph:
+    """Partition ``g`` into fused groups (see the module docstring for the rules); without
+    ``attention``, attention stays three groups."""
+    part = _Partition(g, attention)
     groups: list[Group] = []
     used: set[str] = set()
     uses = part.uses

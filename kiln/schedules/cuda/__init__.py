@@ -1,0 +1,8 @@
+"""CUDA schedule templates, one module per op family."""
+
+from kiln.schedules.cuda.gemm import CudaGemmKnobs, default_gemm_knobs, schedule_gemm
+from kiln.schedules.cuda.injective import schedule_injective
+from kiln.schedules.cuda.reduce import schedule_generic_reduction, schedule_row_reduction
+
+__all__ = ["CudaGemmKnobs", "default_gemm_knobs", "schedule_gemm",
+           "schedule_generic_reduction", "schedule_injective", "schedule_row_reduction"]

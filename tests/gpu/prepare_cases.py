@@ -1,0 +1,99 @@
+"""Compile kiln graphs and real models for CUDA on this machine and write, per case, the
+library, its inputs and the reference interpreter's outputs, for ``run_cases.py`` to check on
+a GPU host:
+
+    python tests/gpu/prepare_cases.py OUT [--target cuda] [--models DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import kiln  # noqa: E402
+from kiln import ops  # noqa: E402
+
+
+def graphs() -> dict[str, kiln.Graph]:
+    """Each CUDA template on ragged shapes: GEMM with an epilogue, batched matmul, row
+    reductions (softmax, layer_norm, reduce over the last axis), a leading-axis reduction, and
+    injective chains (transpose, gather, broadcast)."""
+    rng = np.random.default_rng(0)
+    out = {}
+    g = kiln.Graph("gemm_epilogue")
+    x = g.input("x", (37, 96), "float32")
+    h = ops.gelu(ops.add(ops.matmul(x, rng.standard_normal((96, 70)).astype(np.float32)),
+                         rng.standard_normal(70).astype(np.float32)))
+    g.output(ops.softmax(h, axis=-1))
+    g.output(ops.layer_norm(h, rng.standard_normal(70).astype(np.float32),
+                            rng.standard_normal(70).astype(np.float32)))
+    out[g.name] = g
+    g = kiln.Graph("batched_matmul")
+    g.output(ops.matmul(g.input("a", (3, 65, 33), "float32"), g.input("b", (3, 33, 129),
+                                                                         "float32")))
+    out[g.name] = g
+    g = kiln.Graph("reductions")
+    x = g.input("x", (13, 1000), "float32")
+    g.output(ops.sum(x, axes=[-1]))
+    g.output(ops.max(x, axes=[0]))
+    g.output(ops.softmax(x, axis=-1))
+    out[g.name] = g
+    g = kiln.Graph("injective")
+    x = g.input("x", (5, 7, 9), "float32")
+    g.output(ops.transpose(ops.exp(x), (2, 0, 1)))
+    g.output(ops.add(x, g.input("b", (9,), "float32")))
+    out[g.name] = g
+    return out
+
+
+def write_case(root: Path, name: str, lib: kiln.Library, feeds: list[np.ndarray],
+               want: list[np.ndarray], rtol: float, atol: float) -> None:
+    case = root / name
+    shutil.rmtree(case, ignore_errors=True)
+    case.mkdir(parents=True)
+    lib.export(case / "model.so")
+    for i, a in enumerate(feeds):
+        np.save(case / f"in_{i}.npy", a)
+    for i, a in enumerate(want):
+        np.save(case / f"want_{i}.npy", np.asarray(a))
+    (case / "case.json").write_text(json.dumps({"inputs": len(feeds), "outputs": len(want),
+                                                "rtol": rtol, "atol": atol}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--target", default="cuda")
+    ap.add_argument("--models", type=Path, default=None,
+                    help="also the real models cached here (their ORT outputs as reference)")
+    args = ap.parse_args()
+    rng = np.random.default_rng(1)
+    for name, g in graphs().items():
+        feeds = [rng.standard_normal(v.shape).astype(np.float32) for v in g.inputs]
+        want = kiln.run_reference(g, dict(zip([v.name for v in g.inputs], feeds, strict=True)))
+        write_case(args.out, name, kiln.compile(g, args.target), feeds, want, 1e-4, 1e-5)
+        print("prepared", name, flush=True)
+    if args.models:
+        import onnxruntime as ort
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
+        from fetch import example_feeds
+        for name in ("paraphrase_minilm_l3",):
+            path = args.models / f"{name}.onnx"
+            feeds = example_feeds(name)
+            want = ort.InferenceSession(str(path)).run(None, feeds)
+            lib = kiln.compile(str(path), args.target,
+                               input_shapes={k: v.shape for k, v in feeds.items()})
+            write_case(args.out, name, lib, [feeds[s.name] for s in lib.inputs], want,
+                       1e-3, 1e-4)
+            print("prepared", name, flush=True)
+
+
+if __name__ == "__main__":
+    main()
