@@ -50,6 +50,11 @@ def graphs() -> dict[str, kiln.Graph]:
     g.output(ops.transpose(ops.exp(x), (2, 0, 1)))
     g.output(ops.add(x, g.input("b", (9,), "float32")))
     out[g.name] = g
+    g = kiln.Graph("injective_vectors")          # whole vectors of 4: the float4 path
+    x = g.input("x", (64, 1000), "float32")
+    g.output(ops.sigmoid(ops.add(x, g.input("b", (1000,), "float32"))))
+    g.output(ops.transpose(x, (1, 0)))
+    out[g.name] = g
     return out
 
 

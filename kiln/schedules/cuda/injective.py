@@ -1,6 +1,6 @@
 """The CUDA template for elementwise and injective groups: the chain inlined into each output,
 whose elements are spread over threads (``THREADS`` per block, consecutive threads on
-consecutive elements, so a warp's loads and stores coalesce)."""
+consecutive vectors of ``VECTOR`` elements: 128-bit loads and stores that a warp coalesces)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,23 @@ from tvm import s_tir
 from kiln.schedules.x86.common import extent, inline_pointwise, output_blocks
 
 THREADS = 256
+VECTOR = 4      # elements per thread where the size allows: one 128-bit access for float32
 
 
 def bind_flat(sch: s_tir.Schedule, block, threads: int = THREADS) -> None:
-    """All of ``block``'s loops as one index over blocks x threads (a rank-0 block gets one
-    thread)."""
+    """All of ``block``'s loops as one index over blocks x threads x vector lanes (a rank-0
+    block gets one thread; a size that is not whole vectors, one element per thread)."""
     loops = sch.get_loops(block)
     if not loops:
         loops = [sch.add_unit_loop(block)]
     flat = sch.fuse(*loops) if len(loops) > 1 else loops[0]
     n = extent(sch, flat)
-    width = threads if n is None or n >= threads else max(n, 1)
-    bx, tx = sch.split(flat, [None, width])
+    if n is not None and n % VECTOR == 0 and n >= threads * VECTOR:
+        bx, tx, v = sch.split(flat, [None, threads, VECTOR])
+        sch.vectorize(v)
+    else:
+        width = threads if n is None or n >= threads else max(n, 1)
+        bx, tx = sch.split(flat, [None, width])
     sch.bind(bx, "blockIdx.x")
     sch.bind(tx, "threadIdx.x")
 

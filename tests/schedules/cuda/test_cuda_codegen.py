@@ -59,6 +59,13 @@ def test_row_reductions_combine_threads_with_warp_shuffles(op: str) -> None:
     assert "blockIdx.x" in src and "threadIdx.x" in src
 
 
+def test_elementwise_chains_move_128_bit_vectors() -> None:
+    g = kiln.Graph("chain")
+    x = g.input("x", (64, 1000), "float32")
+    g.output(ops.sigmoid(ops.add(x, g.input("b", (1000,), "float32"))))
+    assert "float4" in _source(g)
+
+
 def test_the_library_carries_machine_code_and_refuses_to_run_without_a_gpu(
         tmp_path: Path) -> None:
     g = kiln.Graph("chain")
