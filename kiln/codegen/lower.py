@@ -179,12 +179,20 @@ CUDA_PENDING = ("conv2d", "conv_transpose2d", "pool", "matmul_integer", *RECURRE
                 *LOOP_NEST_OPS)
 
 
+def check_cuda_support(groups: list[Group]) -> None:
+    """Refuse, naming every one at once, the groups no CUDA template covers yet."""
+    missing = [f"{grp.anchor.op.name} (node {grp.anchor.name})" for grp in groups
+               if grp.anchor is not None and grp.anchor.op.name in CUDA_PENDING]
+    if missing:
+        raise ModelError(f"{len(missing)} node(s) have no CUDA schedule yet: "
+                         f"{', '.join(missing)} (the cuda target covers GEMMs, reductions and "
+                         "elementwise ops)")
+
+
 def _plan_cuda(group: Group, target: Target) -> SchedulePlan:
     anchor = group.anchor
     dtype = group.outputs[0].dtype.tvm
-    if anchor is not None and anchor.op.name in CUDA_PENDING:
-        raise ModelError(f"group {group.name}: {anchor.op.name} has no CUDA schedule yet "
-                         "(the cuda target covers GEMMs, reductions and elementwise ops)")
+    check_cuda_support([group])
     if anchor is not None and anchor.op.name in GEMM_OPS:
         out, a = anchor.outputs[0].shape, anchor.inputs[0].shape
         m, n, k = (out[-2] if len(out) > 1 else 1), out[-1], a[-1]

@@ -12,7 +12,7 @@ from tvm.relax.backend.cuda import pipeline as cuda_pipeline
 
 from kiln.codegen import cuda
 from kiln.codegen.assemble import assemble
-from kiln.codegen.lower import Kernel, lower_group
+from kiln.codegen.lower import Kernel, check_cuda_support, lower_group
 from kiln.errors import InternalError
 from kiln.ir.graph import Graph
 from kiln.ir.passes import FusedGraph, fuse_groups, optimize
@@ -45,6 +45,8 @@ def lower_graph(g: Graph, target: str | Target = "x86") -> Compilation:
     tgt = get_target(target)
     optimized = optimize(g)
     fused = fuse_groups(optimized, attention=not tgt.is_cuda)  # no CUDA template for it yet
+    if tgt.is_cuda:
+        check_cuda_support(fused.groups)
     kernels = [lower_group(grp, tgt) for grp in fused.groups]
     return Compilation(tgt, g, optimized, fused, kernels, assemble(optimized, kernels))
 

@@ -80,9 +80,11 @@ def test_the_library_carries_machine_code_and_refuses_to_run_without_a_gpu(
             lib(x=np.zeros((5, 7, 9), np.float32))
 
 
-def test_templates_without_a_cuda_schedule_yet_are_named() -> None:
-    g = kiln.Graph("conv")
+def test_nodes_without_a_cuda_schedule_yet_are_named_all_at_once() -> None:
+    g = kiln.Graph("cnn")
     x = g.input("x", (1, 3, 8, 8), "float32")
-    g.output(ops.conv2d(x, np.ones((4, 3, 3, 3), np.float32)))
-    with pytest.raises(kiln.KilnError, match="conv2d has no CUDA schedule yet"):
+    y = ops.conv2d(x, np.ones((4, 3, 3, 3), np.float32))
+    g.output(ops.pool(ops.relu(y), "max", (2, 2)))
+    with pytest.raises(kiln.KilnError, match=r"2 node\(s\) have no CUDA schedule yet: "
+                                              r"conv2d \(node .*\), pool \(node .*\)"):
         lower_graph(g, "cuda")
