@@ -21,11 +21,18 @@ import kiln  # noqa: E402
 from kiln import ops  # noqa: E402
 
 
+def _domains() -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ir"))
+    from test_elementwise_ops import DOMAINS
+    return DOMAINS
+
+
 def graphs() -> dict[str, kiln.Graph]:
     """Each CUDA template on ragged shapes: GEMM with an epilogue, batched matmul, row
     reductions (softmax, layer_norm, reduce over the last axis), a leading-axis reduction, and
     injective chains (transpose, gather, broadcast)."""
     rng = np.random.default_rng(0)
+    DOMAINS = _domains()                          # noqa: N806 (the x86 tests' table)
     out = {}
     g = kiln.Graph("gemm_epilogue")
     x = g.input("x", (37, 96), "float32")
@@ -49,6 +56,26 @@ def graphs() -> dict[str, kiln.Graph]:
     x = g.input("x", (5, 7, 9), "float32")
     g.output(ops.transpose(ops.exp(x), (2, 0, 1)))
     g.output(ops.add(x, g.input("b", (9,), "float32")))
+    out[g.name] = g
+    for name, (unary, _) in DOMAINS.items():       # every unary op, on its domain
+        g = kiln.Graph(f"unary_{name}")
+        x = g.input("x", (3, 5, 37), "float32")
+        g.output(*(g.add(op, [x], **attrs)[0] for op, attrs in unary))
+        out[g.name] = g
+    g = kiln.Graph("more_reductions")
+    x = g.input("x", (6, 9, 77), "float32")
+    g.output(ops.mean(x, axes=[1, 2]), ops.min(x, axes=[1]), ops.prod(x, axes=[-1]),
+             ops.log_softmax(x, axis=-1), ops.argmax(x, axis=-1),
+             ops.rms_norm(x, np.linspace(0.5, 1.5, 77).astype(np.float32)),
+             ops.logsumexp(x, axes=[0]))
+    out[g.name] = g
+    g = kiln.Graph("indexing")
+    x = g.input("x", (6, 9, 77), "float32")
+    idx = np.array([[0, 5], [8, 2]], np.int64)
+    g.output(ops.gather(x, idx, axis=1), ops.slice(x, [1, 2], [6, 70], axes=[1, 2]),
+             ops.concat([x, x], axis=0), ops.pad(x, [0, 1, 2, 0, 3, 1]),
+             ops.reshape(x, (54, 77)), ops.cast(x, "float16"), ops.where(
+                 ops.greater(x, np.float32(0)), x, np.float32(-1)))
     out[g.name] = g
     g = kiln.Graph("injective_vectors")          # whole vectors of 4: the float4 path
     x = g.input("x", (64, 1000), "float32")
@@ -80,10 +107,17 @@ def main() -> None:
                     help="also the real models cached here (their ORT outputs as reference)")
     args = ap.parse_args()
     rng = np.random.default_rng(1)
+    domains = _domains()
     for name, g in graphs().items():
-        feeds = [rng.standard_normal(v.shape).astype(np.float32) for v in g.inputs]
+        lo, hi = domains[name[6:]][1] if name.startswith("unary_") else (-3.0, 3.0)
+        feeds = [rng.uniform(lo, hi, v.shape).astype(np.float32) for v in g.inputs]
         want = kiln.run_reference(g, dict(zip([v.name for v in g.inputs], feeds, strict=True)))
-        write_case(args.out, name, kiln.compile(g, args.target), feeds, want, 1e-4, 1e-5)
+        try:
+            lib = kiln.compile(g, args.target)
+        except kiln.KilnError as e:
+            print("NOT COMPILED", name, str(e).splitlines()[0][:200], flush=True)
+            continue
+        write_case(args.out, name, lib, feeds, want, 1e-4, 1e-5)
         print("prepared", name, flush=True)
     if args.models:
         import onnxruntime as ort
