@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +90,19 @@ def test_nodes_without_a_cuda_schedule_yet_are_named_all_at_once() -> None:
     with pytest.raises(kiln.KilnError, match=r"2 node\(s\) have no CUDA schedule yet: "
                                               r"conv2d \(node .*\), pool \(node .*\)"):
         lower_graph(g, "cuda")
+
+
+def test_the_cli_compiles_for_cuda_here(tmp_path: Path) -> None:
+    """``kiln compile --target cuda`` on a machine without a GPU: a library that carries
+    sm_90 machine code."""
+    (tmp_path / "model.py").write_text(
+        "import numpy as np\nimport kiln\nfrom kiln import ops\n\n\ndef build():\n"
+        "    g = kiln.Graph('m')\n    x = g.input('x', (8, 32), 'float32')\n"
+        "    g.output(ops.softmax(ops.matmul(x, np.ones((32, 16), np.float32)), axis=-1))\n"
+        "    return g\n")
+    proc = subprocess.run([sys.executable, "-m", "kiln", "compile", str(tmp_path / "model.py"),
+                           "-o", str(tmp_path / "m.so"), "--target", "cuda"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    data = (tmp_path / "m.so").read_bytes()
+    assert b"sm_90" in data and b".nv.info" in data
