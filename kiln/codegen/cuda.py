@@ -94,5 +94,5 @@ def has_gpu() -> bool:
             return False
         import tvm
         return bool(tvm.cuda(0).exist)
-    except (KilnError, OSError):
+    except (KilnError, OSError, subprocess.CalledProcessError):
         return False

@@ -106,3 +106,16 @@ def test_the_cli_compiles_for_cuda_here(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     data = (tmp_path / "m.so").read_bytes()
     assert b"sm_90" in data and b".nv.info" in data
+
+
+@pytest.mark.skipif(cuda.has_gpu(), reason="checks the message of a machine without a GPU")
+def test_loading_a_cuda_library_without_a_driver_says_so(tmp_path: Path) -> None:
+    """In a fresh process (no stand-in driver loaded), kiln.load names the missing driver."""
+    g = kiln.Graph("chain")
+    g.output(ops.exp(g.input("x", (4, 8), "float32")))
+    path = kiln.compile(g, "cuda").export(tmp_path / "chain.so")
+    code = ("import kiln, sys\ntry:\n    kiln.load(sys.argv[1])\nexcept kiln.KilnError as e:\n"
+            "    print(e)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                          text=True, timeout=120)
+    assert "no CUDA driver" in proc.stdout, (proc.stdout, proc.stderr)
