@@ -123,8 +123,7 @@ def plan_schedule(group: Group, target: Target) -> SchedulePlan:
             f"attention T={q[-2]} S={anchor.outputs[0].shape[-1]} d={q[-1]} dv={out[-1]}: "
             f"{knobs}, a {knobs.bq} x S block of scores per task (never T x S)"])
     if anchor is not None and _vnni_gemm(anchor, target):
-        a, out = anchor.inputs[0].shape, anchor.outputs[0].shape
-        m, n, k = out[-2], out[-1], a[-1]
+        m, n, k = _gemm_dims(anchor)
         knobs = default_vnni_knobs(_typical(m), n, k)
         return SchedulePlan(Template.VNNI_GEMM, target, dtype, knobs,
                             packed_weight=anchor.inputs[1].data, notes=[
@@ -132,8 +131,7 @@ def plan_schedule(group: Group, target: Target) -> SchedulePlan:
                                 f"weight %{anchor.inputs[1].name} packed into "
                                 f"{-(-n // knobs.nr)} panels of K/4 x {knobs.nr} x 4"])
     if anchor is not None and anchor.op.name in GEMM_OPS:
-        a, out = anchor.inputs[0].shape, anchor.outputs[0].shape
-        m, n, k = (out[-2] if len(out) > 1 else 1), out[-1], a[-1]
+        m, n, k = _gemm_dims(anchor)
         knobs = x86.default_gemm_knobs(_typical(m), _typical(n), _typical(k), isa)
         # a symbolic N or K gets tiles that need no exact division of it: one panel per
         # task column, no unrolled k (TVM cannot prove a split of a symbolic extent exact)
@@ -165,13 +163,26 @@ def plan_schedule(group: Group, target: Target) -> SchedulePlan:
         return SchedulePlan(Template.POOL, target, dtype, notes=[
             f"{anchor.attrs.mode} pool, kernel {list(anchor.attrs.kernel)}"])
     if group.kind is Pattern.REDUCTION:
-        rows = row_rank(anchor)
-        if rows is None:
-            return SchedulePlan(Template.GENERIC_REDUCTION, target, dtype,
-                                notes=["reduction over non-trailing axes: generic schedule"])
-        return SchedulePlan(Template.ROW_REDUCTION, target, dtype, row_rank=rows,
-                            notes=[f"row reduction: {rows} row axes"])
+        return _reduction_plan(group, target, dtype, "generic schedule", "")
     return SchedulePlan(Template.INJECTIVE, target, dtype)
+
+
+def _gemm_dims(anchor: Node) -> tuple[Dim, Dim, Dim]:
+    """M, N, K of a GEMM node (``x[K] @ W`` has one row)."""
+    out, a = anchor.outputs[0].shape, anchor.inputs[0].shape
+    return (out[-2] if len(out) > 1 else 1), out[-1], a[-1]
+
+
+def _reduction_plan(group: Group, target: Target, dtype: str, generic: str,
+                    per_row: str) -> SchedulePlan:
+    """The row template when the reduced axes trail (``row_rank``), else the generic one;
+    ``generic`` and ``per_row`` say, in the notes, how the target runs each."""
+    rows = row_rank(group.anchor)
+    if rows is None:
+        return SchedulePlan(Template.GENERIC_REDUCTION, target, dtype,
+                            notes=[f"reduction over non-trailing axes: {generic}"])
+    return SchedulePlan(Template.ROW_REDUCTION, target, dtype, row_rank=rows,
+                        notes=[f"row reduction: {rows} row axes{per_row}"])
 
 
 # ops whose x86 templates have no CUDA counterpart yet
@@ -194,18 +205,13 @@ def _plan_cuda(group: Group, target: Target) -> SchedulePlan:
     dtype = group.outputs[0].dtype.tvm
     check_cuda_support([group])
     if anchor is not None and anchor.op.name in GEMM_OPS:
-        out, a = anchor.outputs[0].shape, anchor.inputs[0].shape
-        m, n, k = (out[-2] if len(out) > 1 else 1), out[-1], a[-1]
+        m, n, k = _gemm_dims(anchor)
         knobs = cuda.default_gemm_knobs(_typical(m), _typical(n), _typical(k))
         return SchedulePlan(Template.CUDA_GEMM, target, dtype, knobs,
                             notes=[f"cuda gemm M={m} N={n} K={k}: {knobs}"])
     if group.kind is Pattern.REDUCTION:
-        rows = row_rank(anchor)
-        if rows is None:
-            return SchedulePlan(Template.GENERIC_REDUCTION, target, dtype,
-                                notes=["reduction over non-trailing axes: a thread per output"])
-        return SchedulePlan(Template.ROW_REDUCTION, target, dtype, row_rank=rows,
-                            notes=[f"row reduction: {rows} row axes, a thread block per row"])
+        return _reduction_plan(group, target, dtype, "a thread per output",
+                               ", a thread block per row")
     return SchedulePlan(Template.INJECTIVE, target, dtype, notes=["a thread per element"])
 
 
