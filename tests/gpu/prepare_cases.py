@@ -46,6 +46,9 @@ def graphs() -> dict[str, kiln.Graph]:
     g.output(ops.matmul(g.input("a", (3, 65, 33), "float32"), g.input("b", (3, 33, 129),
                                                                          "float32")))
     out[g.name] = g
+    g = kiln.Graph("gemm_large_tiles")           # the 64 x 128 double-buffered tiles, ragged
+    g.output(ops.matmul(g.input("a", (130, 77), "float32"), g.input("b", (77, 200), "float32")))
+    out[g.name] = g
     g = kiln.Graph("reductions")
     x = g.input("x", (13, 1000), "float32")
     g.output(ops.sum(x, axes=[-1]))
