@@ -184,11 +184,9 @@ def load(path: str | os.PathLike) -> Library:
     if not path.is_file():
         raise KilnError(f"no such library: {path}")
     _check_not_truncated(path)
-    if _mentions_cuda(path):
-        cuda.load_cuda_runtime(allow_stub=False)   # its module loader, before the library
     try:
         with _quiet_native_stderr():
-            module = tvm.runtime.load_module(str(path))
+            module = _load_module(path)
             lib = Library(module)
     except KilnError:
         raise
@@ -210,11 +208,17 @@ def _has_cuda(module: Any) -> bool:
     return False
 
 
-def _mentions_cuda(path: Path) -> bool:
-    """Whether the library file holds a CUDA module (its serialized import tree names the
-    module kind): the CUDA runtime must then be loaded before the library is."""
-    with open(path, "rb") as f:
-        return b"cuda" in f.read()
+def _load_module(path: Path) -> Any:
+    """``tvm.runtime.load_module``; a library that holds CUDA code needs TVM's CUDA module
+    loader, which only the CUDA runtime registers: load that (it needs the GPU driver) and try
+    once more."""
+    try:
+        return tvm.runtime.load_module(str(path))
+    except RuntimeError as e:
+        if "load_from_bytes.cuda" not in str(e):
+            raise
+    cuda.load_cuda_runtime(allow_stub=False)
+    return tvm.runtime.load_module(str(path))
 
 
 def _check_not_truncated(path: Path) -> None:
