@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from tvm import s_tir
 
 from kiln.errors import KnobError
-from kiln.schedules.x86.common import block_name, inline_pointwise, output_blocks
+from kiln.schedules.common import block_name, inline_pointwise, output_blocks
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from tvm import s_tir
 
-from kiln.schedules.x86.common import extent, inline_pointwise, output_blocks
+from kiln.schedules.common import extent, inline_pointwise, output_blocks
 
 THREADS = 256
 VECTOR = 4      # elements per thread where the size allows: one 128-bit access for float32

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from tvm import s_tir
 
-from kiln.schedules.cuda.injective import THREADS
-from kiln.schedules.x86.common import (
+from kiln.schedules.common import (
     blocks,
     extent,
     inline_pointwise,
     is_reduction,
     output_blocks,
 )
+from kiln.schedules.cuda.injective import THREADS
 
 
 def _threads_for(n: int | None) -> int:
