@@ -5,7 +5,8 @@ Built here (no GPU needed), run there (torch and the runtime-only TVM, no compil
     python -m benchmarks.gpu prepare DIR          # on this machine: compile the cases
     python benchmarks/gpu.py run DIR [--json P]   # on the GPU host, after source .device/setup.sh
 
-Cases: fp32 GEMM 4096^3 against torch.matmul with TF32 off (cuBLAS), LayerNorm and softmax
+Cases: fp32 GEMM 4096^3 against torch.matmul with TF32 off (cuBLAS), fp16 GEMM 4096^3 (tensor
+cores, float32 accumulation, as cuBLAS), LayerNorm and softmax
 over 8192x4096 fp32 against F.layer_norm and torch.softmax, and a copy (y = -x) that gives the
 bandwidth. Each pair runs alternately (torch, then kiln) for ``--rounds`` rounds; the table
 gives medians, TFLOP/s or GB/s, and kiln time / torch time (below 1.00x kiln is faster).
@@ -33,10 +34,10 @@ def prepare(out: Path, target: str) -> None:
     from kiln import ops
     rng = np.random.default_rng(0)
     cases = {}
-    g = kiln.Graph("gemm")
-    g.output(ops.matmul(g.input("a", (GEMM, GEMM), "float32"),
-                        g.input("b", (GEMM, GEMM), "float32")))
-    cases["gemm"] = g
+    for name, dtype in (("gemm", "float32"), ("gemm_fp16", "float16")):
+        g = kiln.Graph(name)
+        g.output(ops.matmul(g.input("a", (GEMM, GEMM), dtype), g.input("b", (GEMM, GEMM), dtype)))
+        cases[name] = g
     for name in ("layer_norm", "softmax", "neg_copy"):
         g = kiln.Graph(name)
         x = g.input("x", (ROWS, COLS), "float32")
@@ -128,6 +129,10 @@ def run(root: Path, rounds: int, json_path: Path | None) -> None:
     call, out = kiln_fn("gemm", a, b)
     pair("fp32 GEMM 4096^3 (no TF32)", lambda: torch.matmul(a, b), call, torch.matmul(a, b),
          out, 2.0 * GEMM ** 3, "TFLOP/s")
+    a, b = a.half(), b.half()
+    call, out = kiln_fn("gemm_fp16", a, b)
+    pair("fp16 GEMM 4096^3", lambda: torch.matmul(a, b), call, torch.matmul(a, b), out,
+         2.0 * GEMM ** 3, "TFLOP/s")
     x = torch.randn(ROWS, COLS, device="cuda", generator=g)
     moved = 2.0 * x.numel() * 4                # bytes: one read and one write
     call, out = kiln_fn("neg_copy", x)

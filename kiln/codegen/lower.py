@@ -35,6 +35,7 @@ from kiln.schedules.compute.matmul import (
     pack_at_runtime,
     pack_weight,
     packed_operand,
+    reduction_of,
 )
 from kiln.schedules.compute.quant import (
     integer_product,
@@ -61,6 +62,7 @@ class Template(Enum):
     RECURRENCE = "recurrence"
     ATTENTION = "attention"     # matmul -> scale/mask -> softmax -> matmul, one kernel
     CUDA_GEMM = "cuda gemm"     # shared-memory tiles, a register tile per thread
+    TENSOR_CORE_GEMM = "tensor-core gemm"   # float16 on mma.sync, float32 accumulators
 
 
 @dataclass
@@ -204,6 +206,11 @@ def _plan_cuda(group: Group, target: Target) -> SchedulePlan:
     anchor = group.anchor
     dtype = group.outputs[0].dtype.tvm
     check_cuda_support([group])
+    if anchor is not None and anchor.op.name in GEMM_OPS and _tensor_core_gemm(group):
+        m, n, k = _gemm_dims(anchor)
+        knobs = cuda.default_tensorcore_knobs(_typical(m), _typical(n))
+        return SchedulePlan(Template.TENSOR_CORE_GEMM, target, dtype, knobs, notes=[
+            f"tensor-core gemm M={m} N={n} K={k}: {knobs}, block tile {knobs.tile}"])
     if anchor is not None and anchor.op.name in GEMM_OPS:
         m, n, k = _gemm_dims(anchor)
         knobs = cuda.default_gemm_knobs(_typical(m), _typical(n), _typical(k))
@@ -213,6 +220,13 @@ def _plan_cuda(group: Group, target: Target) -> SchedulePlan:
         return _reduction_plan(group, target, dtype, "a thread per output",
                                ", a thread block per row")
     return SchedulePlan(Template.INJECTIVE, target, dtype, notes=["a thread per element"])
+
+
+def _tensor_core_gemm(group: Group) -> bool:
+    """A float16 GEMM whose group ends in one output (its epilogue's): mma.sync takes it."""
+    a = group.anchor.inputs[0]
+    return (group.anchor.op.name != "matmul_integer" and a.dtype.tvm == "float16"
+            and len(group.outputs) == 1)
 
 
 def _vnni_gemm(n: Node, target: Target) -> bool:
@@ -289,8 +303,8 @@ def build_te(group: Group, plan: SchedulePlan
             if n.op.name not in COMPUTE:
                 raise ModelError(f"node {n.name}: op {n.op.name} has no TE compute yet")
             outs = COMPUTE[n.op.name](info, *ins)
-            if n is anchor:
-                anchor_block = outs.op.name if isinstance(outs, te.Tensor) else None
+            if n is anchor and isinstance(outs, te.Tensor):
+                anchor_block = (reduction_of(outs) if n.op.name in GEMM_OPS else outs).op.name
         for o, t in zip(n.outputs, outs if isinstance(outs, tuple) else (outs,), strict=True):
             tensors[id(o)] = t
     func = te.create_prim_func([*params, *(tensors[id(v)] for v in group.outputs)])
@@ -406,6 +420,8 @@ def _apply_cuda(sch: s_tir.Schedule, plan: SchedulePlan, anchor_block: str | Non
                 ) -> tirx.PrimFunc:
     if plan.template is Template.CUDA_GEMM:
         cuda.schedule_gemm(sch, anchor_block, plan.knobs)
+    elif plan.template is Template.TENSOR_CORE_GEMM:
+        cuda.schedule_tensorcore_gemm(sch, anchor_block, plan.knobs)
     elif plan.template is Template.ROW_REDUCTION:
         cuda.schedule_row_reduction(sch, plan.row_rank)
     elif plan.template is Template.GENERIC_REDUCTION:

@@ -74,6 +74,8 @@ def build(c: Compilation) -> Compilation:
                    and not gv.name_hint.startswith("shape_func"))
     if extra:
         raise InternalError(f"the Relax pipeline added unscheduled kernels: {', '.join(extra)}")
-    with target:
+    # cuda: global -> shared copies in a pipelined loop's async stage become cp.async
+    config = {"tirx.use_async_copy": True} if c.target.is_cuda else {}
+    with target, tvm.transform.PassContext(config=config):
         c.executable = tvm.compile(lowered, target=target, relax_pipeline=None)
     return c

@@ -80,6 +80,25 @@ def graphs() -> dict[str, kiln.Graph]:
              ops.reshape(x, (54, 77)), ops.cast(x, "float16"), ops.where(
                  ops.greater(x, np.float32(0)), x, np.float32(-1)))
     out[g.name] = g
+    half = rng.standard_normal                   # float16 GEMMs: the tensor-core template
+    g = kiln.Graph("half_gemm_epilogue")         # ragged: every copy and store predicated
+    x = g.input("x", (37, 96), "float16")
+    g.output(ops.gelu(ops.add(ops.matmul(x, half((96, 70)).astype(np.float16)),
+                              half(70).astype(np.float16))))
+    out[g.name] = g
+    g = kiln.Graph("half_dense_residual")        # W as [N, K]; several 64 x 64 tiles
+    x = g.input("x", (192, 256), "float16")
+    g.output(ops.add(ops.dense(x, half((320, 256)).astype(np.float16)),
+                     g.input("r", (192, 320), "float16")))
+    out[g.name] = g
+    g = kiln.Graph("half_batched_matmul")
+    g.output(ops.matmul(g.input("a", (3, 65, 33), "float16"),
+                        g.input("b", (3, 33, 129), "float16")))
+    out[g.name] = g
+    g = kiln.Graph("half_gemm_large_tiles")      # the 128 x 128 tiles, 3 stages, ragged M
+    g.output(ops.matmul(g.input("a", (2050, 512), "float16"),
+                        g.input("b", (512, 1152), "float16")))
+    out[g.name] = g
     g = kiln.Graph("injective_vectors")          # whole vectors of 4: the float4 path
     x = g.input("x", (64, 1000), "float32")
     g.output(ops.sigmoid(ops.add(x, g.input("b", (1000,), "float32"))))
@@ -113,14 +132,15 @@ def main() -> None:
     domains = _domains()
     for name, g in graphs().items():
         lo, hi = domains[name[6:]][1] if name.startswith("unary_") else (-3.0, 3.0)
-        feeds = [rng.uniform(lo, hi, v.shape).astype(np.float32) for v in g.inputs]
+        feeds = [rng.uniform(lo, hi, v.shape).astype(v.dtype.value) for v in g.inputs]
         want = kiln.run_reference(g, dict(zip([v.name for v in g.inputs], feeds, strict=True)))
         try:
             lib = kiln.compile(g, args.target)
         except kiln.KilnError as e:
             print("NOT COMPILED", name, str(e).splitlines()[0][:200], flush=True)
             continue
-        write_case(args.out, name, lib, feeds, want, 1e-4, 1e-5)
+        half = any(v.dtype.value == "float16" for v in g.inputs)
+        write_case(args.out, name, lib, feeds, want, *((1e-2, 1e-2) if half else (1e-4, 1e-5)))
         print("prepared", name, flush=True)
     if args.models:
         import onnxruntime as ort

@@ -30,23 +30,41 @@ def pack_weight(b_kn: np.ndarray, nr: int) -> np.ndarray:
     return np.ascontiguousarray(padded.reshape(k, panels, nr).transpose(1, 0, 2))
 
 
+HALF_FLOATS = ("float16", "bfloat16")    # accumulated in float32
+
+
 def _gemm(shape: tuple[int, ...], name: str, a: te.Tensor, b_at: Any, k_extent: int,
           rows: int | None = None, product: Any = None) -> te.Tensor:
     """``C[..., m, j] = sum_k A[..., m, k] * b_at(batch_index, k, j)``; A's batch dims
     broadcast. With ``rows`` (< shape[-2]), rows past it re-read A's last row: a clamped index,
     never a read out of bounds. ``product(lead, j, a_value, b_value)`` replaces the plain
     product (``lead``: the output index without ``j``, its row clamped): an integer GEMM
-    widens the operands and subtracts zero points there."""
+    widens the operands and subtracts zero points there. float16 and bfloat16 operands are
+    summed in float32 and the sum rounded once, in a block named ``<name>_round``."""
     a_shape = shape_of(a)
     k = te.reduce_axis((0, k_extent), name="k")
+    widen = product is None and a.dtype in HALF_FLOATS
 
     def f(*i: Any) -> Any:
         lead = i[:-1] if rows is None else (*i[:-2], tirx.min(i[-2], rows - 1))
         a_idx = broadcast_index(a, shape[:-1] + (a_shape[-1],), (*lead, k))
         av, bv = a(*a_idx), b_at(i[:-2], k, i[-1])
+        if widen:
+            av, bv = av.astype("float32"), bv.astype("float32")
         return te.sum(av * bv if product is None else product(lead, i[-1], av, bv), axis=k)
 
-    return te.compute(shape, f, name=name)
+    c = te.compute(shape, f, name=name)
+    if widen:       # rounded once, as tensor cores (and cuBLAS, and NumPy) do
+        return te.compute(shape, lambda *i: c(*i).astype(a.dtype), name=f"{name}_round")
+    return c
+
+
+def reduction_of(t: te.Tensor) -> te.Tensor:
+    """The GEMM's reduction under ``t``: ``t`` itself, or the sum a half-precision GEMM
+    rounds (see ``_gemm``)."""
+    while not t.op.reduce_axis:
+        t = t.op.input_tensors[0]
+    return t
 
 
 def matmul_operand(shape: tuple[int, ...], b: te.Tensor) -> Any:

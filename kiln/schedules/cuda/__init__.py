@@ -3,6 +3,12 @@
 from kiln.schedules.cuda.gemm import CudaGemmKnobs, default_gemm_knobs, schedule_gemm
 from kiln.schedules.cuda.injective import schedule_injective
 from kiln.schedules.cuda.reduce import schedule_generic_reduction, schedule_row_reduction
+from kiln.schedules.cuda.tensorcore import (
+    TensorCoreKnobs,
+    default_tensorcore_knobs,
+    schedule_tensorcore_gemm,
+)
 
-__all__ = ["CudaGemmKnobs", "default_gemm_knobs", "schedule_gemm",
-           "schedule_generic_reduction", "schedule_injective", "schedule_row_reduction"]
+__all__ = ["CudaGemmKnobs", "TensorCoreKnobs", "default_gemm_knobs", "default_tensorcore_knobs",
+           "schedule_gemm", "schedule_generic_reduction", "schedule_injective",
+           "schedule_row_reduction", "schedule_tensorcore_gemm"]

@@ -46,6 +46,27 @@ def test_gemm_stages_tiles_in_shared_memory_and_fuses_its_epilogue() -> None:
     assert kernels == {"fused_matmul_gelu_kernel"}           # the GELU rides in the GEMM
 
 
+@pytest.mark.parametrize("shape", [(256, 128, 512), (37, 96, 70)])
+@pytest.mark.parametrize("dense", [False, True])
+def test_half_gemms_run_on_tensor_cores_with_async_copies(shape: tuple, dense: bool) -> None:
+    """float16: ldmatrix fragments, mma.sync with float32 accumulators, tiles copied by
+    cp.async (whole 16-byte vectors in 256 x 512 x 128; the ragged 37 x 96 x 70 loads what
+    it must element by element, predicated); the bias and GELU fused."""
+    m, k, n = shape
+    g = kiln.Graph("half")
+    x = g.input("x", (m, k), "float16")
+    w = np.random.default_rng(0).standard_normal((n, k) if dense else (k, n)).astype(np.float16)
+    y = ops.dense(x, w) if dense else ops.matmul(x, w)
+    g.output(ops.gelu(ops.add(y, np.ones(n, np.float16))))
+    (kernel,) = lower_graph(g, "cuda").kernels
+    assert kernel.notes[0].startswith("tensor-core gemm")
+    src = _source(g)
+    assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in src
+    assert "ldmatrix.sync.aligned" in src and ("trans" in src) != dense
+    assert "cp.async.cg.shared.global" in src or m % 16       # the ragged tiles may not
+    assert len(set(re.findall(r"__global__ void __launch_bounds__\(\d+\) (\w+)\(", src))) == 1
+
+
 @pytest.mark.parametrize("op", ["softmax", "layer_norm", "sum"])
 def test_row_reductions_combine_threads_with_warp_shuffles(op: str) -> None:
     g = kiln.Graph(op)
