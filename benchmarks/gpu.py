@@ -6,7 +6,8 @@ Built here (no GPU needed), run there (torch and the runtime-only TVM, no compil
     python benchmarks/gpu.py run DIR [--json P]   # on the GPU host, after source .device/setup.sh
 
 Cases: fp32 GEMM 4096^3 against torch.matmul with TF32 off (cuBLAS), fp16 GEMM 4096^3 (tensor
-cores, float32 accumulation, as cuBLAS), LayerNorm and softmax
+cores, float32 accumulation, as cuBLAS), flash attention in float16 (batch 8, 16 heads,
+seq 4096, head dim 64, causal and not) against F.scaled_dot_product_attention, LayerNorm and softmax
 over 8192x4096 fp32 against F.layer_norm and torch.softmax, and a copy (y = -x) that gives the
 bandwidth. Each pair runs alternately (torch, then kiln) for ``--rounds`` rounds; the table
 gives medians, TFLOP/s or GB/s, and kiln time / torch time (below 1.00x kiln is faster).
@@ -26,6 +27,7 @@ import numpy as np
 
 GEMM = 4096
 ROWS, COLS = 8192, 4096
+ATT_B, ATT_H, ATT_T, ATT_D = 8, 16, 4096, 64     # flash attention, float16
 
 
 def prepare(out: Path, target: str) -> None:
@@ -49,6 +51,16 @@ def prepare(out: Path, target: str) -> None:
         else:
             y = ops.neg(x)
         g.output(y)
+        cases[name] = g
+    for causal in (False, True):
+        name = "attention_causal" if causal else "attention"
+        g = kiln.Graph(name)
+        q, k, v = (g.input(n, (ATT_B, ATT_H, ATT_T, ATT_D), "float16") for n in "qkv")
+        scores = ops.mul(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))),
+                         np.float16(ATT_D ** -0.5))
+        if causal:
+            scores = ops.add(scores, np.triu(np.full((ATT_T, ATT_T), -np.inf, np.float16), 1))
+        g.output(ops.matmul(ops.softmax(scores, axis=-1), v))
         cases[name] = g
     out.mkdir(parents=True, exist_ok=True)
     for name, g in cases.items():
@@ -133,6 +145,15 @@ def run(root: Path, rounds: int, json_path: Path | None) -> None:
     call, out = kiln_fn("gemm_fp16", a, b)
     pair("fp16 GEMM 4096^3", lambda: torch.matmul(a, b), call, torch.matmul(a, b), out,
          2.0 * GEMM ** 3, "TFLOP/s")
+    shape = (ATT_B, ATT_H, ATT_T, ATT_D)
+    q, k, v = (torch.randn(shape, device="cuda", generator=g, dtype=torch.float16)
+               for _ in range(3))
+    for causal in (False, True):
+        call, out = kiln_fn("attention_causal" if causal else "attention", q, k, v)
+        sdpa = lambda c=causal: F.scaled_dot_product_attention(q, k, v, is_causal=c)  # noqa: E731
+        flops = 4.0 * ATT_B * ATT_H * ATT_T * ATT_T * ATT_D / (2 if causal else 1)
+        pair(f"attention{' causal' if causal else ''} fp16", sdpa, call, sdpa(), out, flops,
+             "TFLOP/s")
     x = torch.randn(ROWS, COLS, device="cuda", generator=g)
     moved = 2.0 * x.numel() * 4                # bytes: one read and one write
     call, out = kiln_fn("neg_copy", x)

@@ -92,8 +92,9 @@ def host_target() -> Target:
 FIXED_TARGETS = {
     "x86-avx2": Target("x86-avx2", Isa.AVX2, "haswell"),
     "x86-avx512": Target("x86-avx512", Isa.AVX512, "skylake-avx512"),
-    "cuda": Target("cuda", None, arch="sm_90"),            # H100
-    "cuda-sm90": Target("cuda-sm90", None, arch="sm_90"),
+    # sm_90a: Hopper's arch-specific features (wgmma), which sm_90 code may not use
+    "cuda": Target("cuda", None, arch="sm_90a"),           # H100, H200
+    "cuda-sm90": Target("cuda-sm90", None, arch="sm_90a"),
     "cuda-sm80": Target("cuda-sm80", None, arch="sm_80"),  # A100
 }
 RESERVED = {"arm-neon": "the ARM NEON target", "arm-neon-dotprod": "the ARM NEON target"}
@@ -101,7 +102,7 @@ TARGET_NAMES = ("x86", *FIXED_TARGETS)
 
 
 def get_target(name: str | Target) -> Target:
-    """Resolve a target name: "x86" (this CPU), "x86-avx2", "x86-avx512", "cuda" (sm_90),
+    """Resolve a target name: "x86" (this CPU), "x86-avx2", "x86-avx512", "cuda" (sm_90a),
     "cuda-sm90" or "cuda-sm80"."""
     if isinstance(name, Target):
         return name

@@ -9,6 +9,7 @@ Each stage's result is kept on the ``Kernel`` so ``kiln inspect`` can print it.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -63,6 +64,8 @@ class Template(Enum):
     ATTENTION = "attention"     # matmul -> scale/mask -> softmax -> matmul, one kernel
     CUDA_GEMM = "cuda gemm"     # shared-memory tiles, a register tile per thread
     TENSOR_CORE_GEMM = "tensor-core gemm"   # float16 on mma.sync, float32 accumulators
+    FLASH_ATTENTION = "flash attention"     # cuda: one pass over K/V tiles, online softmax
+    WGMMA_GEMM = "wgmma gemm"               # sm_90a float16: warpgroup MMA from shared memory
 
 
 @dataclass
@@ -97,6 +100,12 @@ def lower_group(group: Group, target: Target, name: str | None = None) -> Kernel
     """Build the TE of ``group``, make it a PrimFunc and schedule it for ``target``."""
     name = _ident(name or group.name)
     plan = plan_schedule(group, target)
+    if plan.template is Template.FLASH_ATTENTION:
+        return _flash_attention_kernel(group, plan, name)
+    if plan.template is Template.WGMMA_GEMM:
+        return _written_kernel(group, plan, name, cuda.wgmma_gemm_func(
+            *plan.knobs, [v.type.static_shape for v in (*group.anchor.inputs,
+                                                        group.outputs[0])]))
     te_func, args, anchor_block = build_te(group, plan)
     func = apply_schedule(te_func, plan, anchor_block).with_attr("global_symbol", name)
     return Kernel(name, group, te_func.with_attr("global_symbol", name), func, args,
@@ -202,10 +211,26 @@ def check_cuda_support(groups: list[Group]) -> None:
                          "elementwise ops)")
 
 
+def cuda_attention(chain: list[Node]) -> bool:
+    """The fusion rule for cuda: the attention chains the flash template takes."""
+    return cuda.flash_attention_of(chain) is not None
+
+
 def _plan_cuda(group: Group, target: Target) -> SchedulePlan:
     anchor = group.anchor
     dtype = group.outputs[0].dtype.tvm
     check_cuda_support([group])
+    if group.is_attention:
+        fa = cuda.flash_attention_of(group.nodes)
+        knobs = cuda.default_flash_knobs(fa.t, fa.d, fa.dv)
+        return SchedulePlan(Template.FLASH_ATTENTION, target, dtype, (fa, knobs), notes=[
+            f"flash attention {fa}: {knobs}, {knobs.rows} query rows per block, "
+            f"keys in tiles of {knobs.bc} (the T x S scores stay in registers)"])
+    wgmma = _wgmma_gemm(group, target)
+    if wgmma is not None:
+        knobs = cuda.WgmmaKnobs()
+        return SchedulePlan(Template.WGMMA_GEMM, target, dtype, (wgmma, knobs), notes=[
+            f"wgmma gemm {wgmma}: {knobs}, tiles in 128-byte-swizzled shared memory"])
     if anchor is not None and anchor.op.name in GEMM_OPS and _tensor_core_gemm(group):
         m, n, k = _gemm_dims(anchor)
         knobs = cuda.default_tensorcore_knobs(_typical(m), _typical(n))
@@ -220,6 +245,26 @@ def _plan_cuda(group: Group, target: Target) -> SchedulePlan:
         return _reduction_plan(group, target, dtype, "a thread per output",
                                ", a thread block per row")
     return SchedulePlan(Template.INJECTIVE, target, dtype, notes=["a thread per element"])
+
+
+def _wgmma_gemm(group: Group, target: Target) -> cuda.WgmmaGemm | None:
+    """A lone float16 matmul or dense (no epilogue: the wgmma kernel is written, not
+    scheduled, and fuses nothing) on sm_90a, in whole tiles, A not broadcast, as the wgmma
+    template takes it; else None."""
+    n = group.anchor
+    if (target.arch != "sm_90a" or len(group.nodes) != 1 or n is None
+            or n.op.name not in ("matmul", "dense") or n.inputs[0].dtype.tvm != "float16"
+            or not all(isinstance(d, int) for v in (*n.inputs, n.outputs[0]) for d in v.shape)):
+        return None
+    a, b = (v.type.static_shape for v in n.inputs)
+    out = n.outputs[0].type.static_shape
+    if n.op.name == "dense" or len(b) == 2:      # one B: A's leading dims are all rows
+        g = cuda.WgmmaGemm(1, math.prod(a[:-1]), out[-1], a[-1], n.op.name == "dense")
+    elif len(a) == len(b) == len(out) and a[:-2] == b[:-2]:
+        g = cuda.WgmmaGemm(math.prod(out[:-2]), a[-2], out[-1], a[-1], False)
+    else:
+        return None
+    return g if cuda.wgmma_fits(g) else None
 
 
 def _tensor_core_gemm(group: Group) -> bool:
@@ -429,6 +474,25 @@ def _apply_cuda(sch: s_tir.Schedule, plan: SchedulePlan, anchor_block: str | Non
     else:
         cuda.schedule_injective(sch)
     return sch.mod["main"]
+
+
+def _flash_attention_kernel(group: Group, plan: SchedulePlan, name: str) -> Kernel:
+    """The flash kernel's parameters are Q, K^T, V and the output; the scale and the causal
+    mask are folded in."""
+    mm, mm2 = group.nodes[0], group.nodes[-1]
+    args = [mm.inputs[0], mm.inputs[1], mm2.inputs[1]]
+    shapes = [v.type.static_shape for v in (*args, mm2.outputs[0])]
+    return _written_kernel(group, plan, name, cuda.flash_attention_func(*plan.knobs, shapes),
+                           args)
+
+
+def _written_kernel(group: Group, plan: SchedulePlan, name: str, func: tirx.PrimFunc,
+                    args: list[Value] | None = None) -> Kernel:
+    """A template written scheduled (a TIR kernel, not TE plus a schedule): it is its own
+    "before scheduling" stage; ``args`` default to the anchor's inputs."""
+    func = func.with_attr("global_symbol", name)
+    return Kernel(name, group, func, func, args or list(group.anchor.inputs),
+                  list(group.outputs), plan.notes)
 
 
 def _ident(name: str) -> str:

@@ -12,10 +12,11 @@ from tvm.relax.backend.cuda import pipeline as cuda_pipeline
 
 from kiln.codegen import cuda
 from kiln.codegen.assemble import assemble
-from kiln.codegen.lower import Kernel, check_cuda_support, lower_group
+from kiln.codegen.lower import Kernel, check_cuda_support, cuda_attention, lower_group
 from kiln.errors import InternalError
 from kiln.ir.graph import Graph
 from kiln.ir.passes import FusedGraph, fuse_groups, optimize
+from kiln.ir.passes.fuse import cpu_attention
 from kiln.target import Target, get_target
 
 
@@ -44,7 +45,7 @@ def lower_graph(g: Graph, target: str | Target = "x86") -> Compilation:
     """Every stage up to the Relax module, without invoking LLVM."""
     tgt = get_target(target)
     optimized = optimize(g)
-    fused = fuse_groups(optimized, attention=not tgt.is_cuda)  # no CUDA template for it yet
+    fused = fuse_groups(optimized, attention=cuda_attention if tgt.is_cuda else cpu_attention)
     if tgt.is_cuda:
         check_cuda_support(fused.groups)
     kernels = [lower_group(grp, tgt) for grp in fused.groups]

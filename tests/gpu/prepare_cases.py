@@ -95,16 +95,43 @@ def graphs() -> dict[str, kiln.Graph]:
     g.output(ops.matmul(g.input("a", (3, 65, 33), "float16"),
                         g.input("b", (3, 33, 129), "float16")))
     out[g.name] = g
+    g = kiln.Graph("half_gemm_wgmma_batched")    # whole tiles, no epilogue: the wgmma kernel
+    g.output(ops.matmul(g.input("a", (2, 256, 192), "float16"),
+                        g.input("b", (2, 192, 512), "float16")))
+    out[g.name] = g
+    g = kiln.Graph("half_dense_wgmma")           # W [N, K]: K-major B tiles
+    g.output(ops.dense(g.input("x", (3, 128, 320), "float16"),
+                       half((256, 320)).astype(np.float16)))
+    out[g.name] = g
     g = kiln.Graph("half_gemm_large_tiles")      # the 128 x 128 tiles, 3 stages, ragged M
     g.output(ops.matmul(g.input("a", (2050, 512), "float16"),
                         g.input("b", (512, 1152), "float16")))
     out[g.name] = g
+    for name, (b, h, t, s, d, causal) in {      # the flash-attention template
+            "attention_half": (2, 3, 128, 192, 64, False),
+            "attention_half_causal": (1, 2, 256, 256, 64, True),
+            "attention_half_d128_offset": (1, 2, 64, 192, 128, True)}.items():
+        out[name] = attention(name, b, h, t, s, d, causal)
     g = kiln.Graph("injective_vectors")          # whole vectors of 4: the float4 path
     x = g.input("x", (64, 1000), "float32")
     g.output(ops.sigmoid(ops.add(x, g.input("b", (1000,), "float32"))))
     g.output(ops.transpose(x, (1, 0)))
     out[g.name] = g
     return out
+
+
+def attention(name: str, b: int, h: int, t: int, s: int, d: int, causal: bool) -> kiln.Graph:
+    """softmax(Q K^T / sqrt(d) [+ causal mask]) V in float16, as exporters spell it: K
+    transposed, a scalar scale, an additive -inf mask (bottom-right aligned when t < s)."""
+    g = kiln.Graph(name)
+    q = g.input("q", (b, h, t, d), "float16")
+    k = g.input("k", (b, h, s, d), "float16")
+    v = g.input("v", (b, h, s, d), "float16")
+    scores = ops.mul(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))), np.float16(d ** -0.5))
+    if causal:
+        scores = ops.add(scores, np.triu(np.full((t, s), -np.inf, np.float16), 1 + s - t))
+    g.output(ops.matmul(ops.softmax(scores, axis=-1), v))
+    return g
 
 
 def write_case(root: Path, name: str, lib: kiln.Library, feeds: list[np.ndarray],

@@ -10,8 +10,9 @@ Rules, applied greedily in topological order:
 - A reduction absorbs, as its prologue, an elementwise group whose only output it alone reads.
 - Attention: a matmul whose scores flow, each value used once, through pointwise nodes (scale,
   mask) into a softmax over the last axis that is the left operand of a second matmul, is one
-  group (``Group.is_attention``) when the scores would take ``ATTENTION_SCORES_BYTES`` or more:
-  its kernel keeps a block of score rows, never the T x S matrix. Static shapes, float32.
+  group (``Group.is_attention``) when the target's rule takes it (on CPUs, ``cpu_attention``:
+  float32 scores of ``ATTENTION_SCORES_BYTES`` or more): its kernel keeps a block of score rows,
+  never the T x S matrix. Static shapes.
 - Nothing joins a group it is also reachable from through another group (that would be a cycle).
 Run after constant folding and dead-code elimination: constants are group inputs, never nodes.
 """
@@ -19,6 +20,7 @@ Run after constant folding and dead-code elimination: constants are group inputs
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kiln.ir.graph import Graph, Node, Value
@@ -97,8 +99,19 @@ class FusedGraph:
         return "\n".join(lines + ["}"])
 
 
+AttentionRule = Callable[[list[Node]], bool]
+
+
+def cpu_attention(chain: list[Node]) -> bool:
+    """The CPU rule: float32 scores of ``ATTENTION_SCORES_BYTES`` or more (``chain``: the two
+    matmuls and what lies between them)."""
+    scores = chain[0].outputs[0]
+    return (scores.dtype.value == "float32"
+            and 4 * math.prod(scores.shape) >= ATTENTION_SCORES_BYTES)
+
+
 class _Partition:
-    def __init__(self, g: Graph, attention: bool = True) -> None:
+    def __init__(self, g: Graph, attention: AttentionRule | None = cpu_attention) -> None:
         self.g = g
         self.attention = attention
         self.uses = g.consumers()
@@ -175,9 +188,7 @@ class _Partition:
         """The nodes after ``mm`` that make it attention (see the module docstring), or None."""
         scores = mm.outputs[0]
         shape, chain, v = scores.shape, [], scores
-        if (len(shape) < 2 or scores.dtype.value != "float32"
-                or not all(isinstance(d, int) for d in shape)
-                or 4 * math.prod(shape) < ATTENTION_SCORES_BYTES):
+        if len(shape) < 2 or not all(isinstance(d, int) for d in shape):
             return None
         while True:
             if not self.single_use(v):
@@ -202,7 +213,7 @@ class _Partition:
         chain.append(mm2)
         inside = {id(scores), *(id(x.outputs[0]) for x in chain)}
         outside = [x for c in chain for x in c.inputs if id(x) not in inside and not x.is_constant]
-        if any(self.reaches(x, [mm, *chain]) for x in outside):
+        if any(self.reaches(x, [mm, *chain]) for x in outside) or not self.attention([mm, *chain]):
             return None
         return chain
 
@@ -288,9 +299,10 @@ def _op_names(nodes: list[Node], anchor: Node | None, limit: int = 4) -> str:
     return "_".join(out[:limit])
 
 
-def fuse_groups(g: Graph, attention: bool = True) -> FusedGraph:
-    """Partition ``g`` into fused groups (see the module docstring for the rules); without
-    ``attention``, attention stays three groups."""
+def fuse_groups(g: Graph, attention: AttentionRule | None = cpu_attention) -> FusedGraph:
+    """Partition ``g`` into fused groups (see the module docstring for the rules).
+    ``attention`` says which attention chains (matmul, pointwise..., softmax, matmul) the
+    target's attention template takes; with None, attention stays three groups."""
     part = _Partition(g, attention)
     groups: list[Group] = []
     used: set[str] = set()

@@ -67,6 +67,53 @@ def test_half_gemms_run_on_tensor_cores_with_async_copies(shape: tuple, dense: b
     assert len(set(re.findall(r"__global__ void __launch_bounds__\(\d+\) (\w+)\(", src))) == 1
 
 
+@pytest.mark.parametrize("dense", [False, True])
+def test_lone_half_gemms_in_whole_tiles_use_wgmma_on_hopper(dense: bool) -> None:
+    """No epilogue and whole 128 x 256 x 64 tiles: the wgmma kernel, operands read from
+    swizzled shared memory through descriptors, B N-major ([K, N]) or K-major (W [N, K])."""
+    g = kiln.Graph("half")
+    x = g.input("x", (2, 128, 192), "float16")
+    w = np.random.default_rng(0).standard_normal((256, 192) if dense else (192, 256))
+    g.output(ops.dense(x, w.astype(np.float16)) if dense else ops.matmul(x, w.astype(np.float16)))
+    (kernel,) = lower_graph(g, "cuda").kernels
+    assert kernel.notes[0].startswith("wgmma gemm") and f"b_kmajor={dense}" in kernel.notes[0]
+    src = _source(g)
+    assert "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16" in src
+    assert "wgmma.wait_group" in src and "cp_async" in src
+
+
+def test_gemms_wgmma_cannot_take_keep_the_scheduled_template() -> None:
+    """An epilogue, a ragged shape, or sm_80 (no wgmma) keep the mma.sync template."""
+    def plan(m: int, epilogue: bool, target: str = "cuda") -> str:
+        g = kiln.Graph("half")
+        y = ops.matmul(g.input("x", (m, 64), "float16"), np.ones((64, 256), np.float16))
+        g.output(ops.relu(y) if epilogue else y)
+        return lower_graph(g, target).kernels[0].notes[0].split(" M=")[0]
+    assert plan(128, False).startswith("wgmma gemm")
+    assert plan(128, True) == plan(100, False) == plan(128, False, "cuda-sm80") == (
+        "tensor-core gemm")
+
+
+@pytest.mark.parametrize("d", [64, 128])
+def test_flash_attention_keeps_scores_in_registers(d: int) -> None:
+    """One kernel from scores to output: mma.sync for both products, K and V tiles by
+    cp.async, row statistics by shuffles; its shared memory is dynamic (d 128 needs more than
+    48 KiB)."""
+    t = 256
+    g = kiln.Graph("attention")
+    q, k, v = (g.input(n, (1, 2, t, d), "float16") for n in "qkv")
+    scores = ops.mul(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))), np.float16(d ** -0.5))
+    scores = ops.add(scores, np.triu(np.full((t, t), -np.inf, np.float16), 1))
+    g.output(ops.matmul(ops.softmax(scores, axis=-1), v))
+    notes = [kn.notes[0] for kn in lower_graph(g, "cuda").kernels]
+    assert len(notes) == 2 and notes[1].startswith("flash attention")   # K^T, then attention
+    src = _source(g)
+    kernel = src[src.index("fused_matmul_mul_add_softmax_kernel("):]
+    for promised in ("mma.sync.aligned.m16n8k16", "ldmatrix.sync.aligned.m8n8.x4.trans",
+                     "cp_async", "__shfl_xor_sync", "exp2f", "buf_dyn_shmem"):
+        assert promised in kernel, promised
+
+
 @pytest.mark.parametrize("op", ["softmax", "layer_norm", "sum"])
 def test_row_reductions_combine_threads_with_warp_shuffles(op: str) -> None:
     g = kiln.Graph(op)
