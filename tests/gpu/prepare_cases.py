@@ -49,6 +49,10 @@ def graphs() -> dict[str, kiln.Graph]:
     g = kiln.Graph("gemm_large_tiles")           # the 64 x 128 double-buffered tiles, ragged
     g.output(ops.matmul(g.input("a", (130, 77), "float32"), g.input("b", (77, 200), "float32")))
     out[g.name] = g
+    g = kiln.Graph("gemm_interleaved_b")         # N in whole 128-column tiles: B interleaved
+    g.output(ops.matmul(g.input("a", (2, 130, 77), "float32"), g.input("b", (77, 256),
+                                                                        "float32")))
+    out[g.name] = g
     g = kiln.Graph("reductions")
     x = g.input("x", (13, 1000), "float32")
     g.output(ops.sum(x, axes=[-1]))
