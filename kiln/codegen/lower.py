@@ -243,7 +243,7 @@ def _plan_cuda(group: Group, target: Target) -> SchedulePlan:
                             notes=[f"cuda gemm M={m} N={n} K={k}: {knobs}"])
     if group.kind is Pattern.REDUCTION:
         return _reduction_plan(group, target, dtype, "a thread per output",
-                               ", a thread block per row")
+                               ", a thread block per row (a warp per row of up to 512)")
     return SchedulePlan(Template.INJECTIVE, target, dtype, notes=["a thread per element"])
 
 

@@ -1,7 +1,8 @@
 """CUDA templates for reduction groups (softmax, layer_norm, reduce_*, with their fused
 prologues and epilogues).
 
-Row reductions (the reduced axes trailing) get one thread block per row::
+Row reductions (the reduced axes trailing) get one thread block per row (rows of at most
+``WARP_ROW_MAX`` elements: one warp per row, ``WARP_ROWS`` rows per block)::
 
     block per row:
       partial[t] = reduce(x[row, k] for k = t, t + THREADS, ...)   # each thread, serial
@@ -21,8 +22,12 @@ from kiln.schedules.common import (
     inline_pointwise,
     is_reduction,
     output_blocks,
+    total_extent,
 )
 from kiln.schedules.cuda.injective import THREADS
+
+WARP_ROW_MAX = 512     # rows up to this long get a warp each (16 elements per thread at most)
+WARP_ROWS = 4          # such rows per block
 
 
 def _threads_for(n: int | None) -> int:
@@ -33,7 +38,7 @@ def _threads_for(n: int | None) -> int:
 
 
 def schedule_row_reduction(sch: s_tir.Schedule, row_rank: int) -> None:
-    """One thread block per row (see the module docstring)."""
+    """One thread block per row, or a warp per short row (see the module docstring)."""
     if row_rank == 0:
         schedule_generic_reduction(sch)
         return
@@ -42,20 +47,28 @@ def schedule_row_reduction(sch: s_tir.Schedule, row_rank: int) -> None:
     inline_pointwise(sch)
     (out,) = output_blocks(sch)
     out_name = sch.get(out).name_hint
+    lengths = [total_extent(sch, sch.get_loops(b)[row_rank:]) for b in blocks(sch)]
+    short = None not in lengths and max(lengths) <= WARP_ROW_MAX
     rows = sch.get_loops(out)[:row_rank]
     row = sch.fuse(*rows) if len(rows) > 1 else rows[0]
-    sch.bind(row, "blockIdx.x")
+    if short:           # a warp per row, WARP_ROWS rows per block: shuffles only, no barrier
+        bx, row = sch.split(row, [None, WARP_ROWS])
+        sch.bind(bx, "blockIdx.x")
+        sch.bind(row, "threadIdx.y")
+    else:
+        sch.bind(row, "blockIdx.x")
     for b in reversed(blocks(sch)[:-1]):
         sch.compute_at(b, row)
+    depth = 2 if short else 1
     for b in blocks(sch):
-        body = sch.get_loops(b)[1:]
+        body = sch.get_loops(b)[depth:]
         if not body:
             continue
         flat = sch.fuse(*body) if len(body) > 1 else body[0]
         # a reduction: each thread accumulates every THREADS-th element serially, then the
         # threads' partials combine (TVM lowers the thread-bound reduce loop to warp
         # shuffles); a ragged last step is predicated, never read past the row
-        _, tx = sch.split(flat, [None, _threads_for(extent(sch, flat))])
+        _, tx = sch.split(flat, [None, 32 if short else _threads_for(extent(sch, flat))])
         sch.bind(tx, "threadIdx.x")
         if is_reduction(sch, b) and sch.get(b).name_hint != out_name:
             sch.set_scope(b, 0, "shared")       # the row's statistic, read by every thread

@@ -94,7 +94,7 @@ def schedule_tensorcore_gemm(sch: s_tir.Schedule, gemm: str, cfg: TensorCoreKnob
         sch.transform_layout(block, ("read", 1), lambda *i: (*i[:-2], i[-1], i[-2]))
     sch.pad_einsum(block, [1] * nbatch + [bm, bn, cfg.bk])
     for consumer in sch.get_consumers(block):
-        if consumer != out and not sch.get(consumer).same_as(sch.get(out)):
+        if not sch.get(consumer).same_as(sch.get(out)):
             sch.compute_inline(consumer)      # pad_einsum's crop: the epilogue reads C_pad
 
     *batch, i, j, k = sch.get_loops(block)

@@ -129,6 +129,16 @@ def test_row_reductions_combine_threads_with_warp_shuffles(op: str) -> None:
     assert "blockIdx.x" in src and "threadIdx.x" in src
 
 
+@pytest.mark.parametrize(("cols", "warp_rows"), [(77, True), (512, True), (1000, False)])
+def test_short_rows_get_a_warp_each_long_rows_a_block(cols: int, warp_rows: bool) -> None:
+    g = kiln.Graph("softmax")
+    g.output(ops.softmax(g.input("x", (6, 9, cols), "float32"), axis=-1))
+    src = _source(g)
+    kernel = src[src.index("fused_softmax_kernel(float"):]
+    assert "__shfl_down_sync" in kernel
+    assert ("threadIdx.y" in kernel) == warp_rows       # WARP_ROWS rows per block
+
+
 def test_elementwise_chains_move_128_bit_vectors() -> None:
     g = kiln.Graph("chain")
     x = g.input("x", (64, 1000), "float32")
