@@ -54,6 +54,14 @@ def graphs() -> dict[str, kiln.Graph]:
     g.output(ops.matmul(g.input("a", (2, 130, 77), "float32"), g.input("b", (77, 256),
                                                                         "float32")))
     out[g.name] = g
+    g = kiln.Graph("group_norm")                 # as ONNX GroupNormalization lowers: a
+    x = g.input("x", (2, 64, 7, 9), "float32")   # layer_norm over (C / G) x H x W rows
+    y = ops.layer_norm(ops.reshape(x, (2, 8, 8 * 7 * 9)), np.ones((8 * 7 * 9,), np.float32),
+                       np.zeros((8 * 7 * 9,), np.float32), axis=2)
+    y = ops.reshape(y, (2, 64, 7, 9))
+    g.output(ops.add(ops.mul(y, rng.standard_normal((64, 1, 1)).astype(np.float32)),
+                     rng.standard_normal((64, 1, 1)).astype(np.float32)))
+    out[g.name] = g
     g = kiln.Graph("reductions")
     x = g.input("x", (13, 1000), "float32")
     g.output(ops.sum(x, axes=[-1]))
