@@ -2,16 +2,18 @@
 
     O[b] = softmax(scale * Q[b] @ K^T[b] + causal mask) @ V[b]      (per batch x head b)
 
-One thread block per (b, tile of Br = 16 * warps query rows); each warp owns 16 rows and
-keeps everything about them in registers: its Q fragments, the running row max m and sum l,
-and the output accumulator. The block walks the keys in tiles of Bc, once::
+One thread block per (b, tile of Br = 16 * frags * warps query rows); each warp owns
+16 * frags rows (each K and V fragment it loads serves all of them) and keeps everything about
+them in registers: its Q fragments, the running row max m and sum l, and the output
+accumulator. The block walks the keys in tiles of Bc, once::
 
     Qs <- Q[b, rows]                                   # shared, then ldmatrix to registers
     Ks, Vs[0] <- K^T[b, :, 0:Bc], V[b, 0:Bc, :]       # cp.async, double-buffered
     for kt:                                             # (causal: up to the diagonal)
       Ks, Vs[next] <- tile kt + 1                      # in flight during this tile's math
-      S = Q @ K^T tile                 (mma.sync)      # 16 x Bc per warp, float32
-      S = S * scale * log2(e), masked                  # exp2 below: one multiply
+      S = Q @ K^T tile                 (mma.sync)      # 16 frags x Bc per warp, float32
+      S = S * scale * log2(e), masked                  # exp2 below: one multiply; only
+                                                       # diagonal tiles mask
       m' = max(m, rowmax S); P = exp2(S - m'); l = l * exp2(m - m') + rowsum P
       O = O * exp2(m - m') + P @ V tile  (mma.sync)    # P: S's registers, cast to float16
     O[b, rows] = O / l
@@ -152,6 +154,25 @@ def flash_attention_func(fa: FlashAttention, knobs: FlashKnobs, shapes: list[tup
     neg_inf = float("-inf")
 
     # fmt: off
+    @T.macro
+    def mma_tiles(A, a_tile, Bs, b_base, b_row, B, C, c_tile, ksteps, nsteps, tx):
+        """C[fm row tiles] += A (fragments, a_tile halves per row tile) @ the shared tile at
+        b_base (rows of b_row halves, k-major: loaded transposed), 16 x 16 at a time; each B
+        fragment serves all fm row tiles."""
+        for kk in T.unroll(ksteps):
+            for nb in T.unroll(nsteps):
+                T.ptx_legacy.ldmatrix(True, 4, ".b16", B.data, 0,
+                                      T.tvm_access_ptr(T.type_annotation("float16"), Bs.data,
+                                                       b_base + kk * 16 * b_row + nb * 16,
+                                                       16 * b_row, 1),
+                                      tx % 16 * b_row + 8 * (tx // 16), dtype="float16")
+                for mi in T.unroll(fm):
+                    for h in T.unroll(2):
+                        T.ptx_legacy.mma("m16n8k16", "row", "col", "fp16", "fp16", "fp32",
+                                         A.data, mi * a_tile + kk * 8, B.data, h * 4,
+                                         C.data, mi * c_tile + nb * 8 + h * 4, False,
+                                         dtype="float32")
+
     @T.prim_func
     def flash(q_h: T.handle, kt_h: T.handle, v_h: T.handle, o_h: T.handle):
         T.func_attr({"tirx.noalias": True})
@@ -236,19 +257,7 @@ def flash_attention_func(fa: FlashAttention, knobs: FlashKnobs, shapes: list[tup
             # fragment serves all fm row tiles
             for i in T.unroll(fm * bc // 2):
                 sc[i] = T.float32(0)
-            for kk in T.unroll(d // 16):
-                for nb in T.unroll(bc // 16):
-                    T.ptx_legacy.ldmatrix(True, 4, ".b16", kf.data, 0,
-                                          T.tvm_access_ptr(T.type_annotation("float16"), Ks.data,
-                                                           (cur * d + kk * 16) * ks + nb * 16,
-                                                           16 * ks, 1),
-                                          tx % 16 * ks + 8 * (tx // 16), dtype="float16")
-                    for mi in T.unroll(fm):
-                        for h in T.unroll(2):
-                            T.ptx_legacy.mma("m16n8k16", "row", "col", "fp16", "fp16", "fp32",
-                                             qf.data, (mi * (d // 16) + kk) * 8, kf.data, h * 4,
-                                             sc.data, mi * bc // 2 + nb * 8 + h * 4, False,
-                                             dtype="float32")
+            mma_tiles(qf, d // 2, Ks, cur * d * ks, ks, kf, sc, bc // 2, d // 16, bc // 16, tx)
             # a thread holds, per row tile, rows g and g + 8, columns 2c and 2c + 1
             if causal:
                 if kt >= nfree:                # a diagonal tile: keys past a row masked
@@ -287,19 +296,7 @@ def flash_attention_func(fa: FlashAttention, knobs: FlashKnobs, shapes: list[tup
                         acc[mi * dv // 2 + nt * 4 + i] = (acc[mi * dv // 2 + nt * 4 + i]
                                                           * corr[mi * 2 + i // 2])
             # O += P V: V's tile is [bc, dv], k-major rows: B transposed again
-            for j in T.unroll(bc // 16):
-                for nd in T.unroll(dv // 16):
-                    T.ptx_legacy.ldmatrix(True, 4, ".b16", vf.data, 0,
-                                          T.tvm_access_ptr(T.type_annotation("float16"), Vs.data,
-                                                           (cur * bc + j * 16) * vs + nd * 16,
-                                                           16 * vs, 1),
-                                          tx % 16 * vs + 8 * (tx // 16), dtype="float16")
-                    for mi in T.unroll(fm):
-                        for h in T.unroll(2):
-                            T.ptx_legacy.mma("m16n8k16", "row", "col", "fp16", "fp16", "fp32",
-                                             p.data, mi * bc // 2 + j * 8, vf.data, h * 4,
-                                             acc.data, mi * dv // 2 + nd * 8 + h * 4, False,
-                                             dtype="float32")
+            mma_tiles(p, bc // 2, Vs, cur * bc * vs, vs, vf, acc, dv // 2, bc // 16, dv // 16, tx)
             T.tvm_storage_sync("shared.dyn")   # this tile's buffers are the next copies'
         for r in T.unroll(fm * 2):
             for lane in T.unroll(2):
