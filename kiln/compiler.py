@@ -53,7 +53,8 @@ def compile_stages(model: object, target: str | Target = "x86",
 def compile(model: object, target: str | Target = "x86",  # noqa: A001
             input_shapes: Shapes | None = None,
             constants: Mapping[str, np.ndarray] | None = None) -> Library:
-    """Compile ``model`` for ``target`` ("x86", "x86-avx2", "x86-avx512", "cuda", "cuda-sm80").
+    """Compile ``model`` for ``target`` ("x86", "x86-avx2", "x86-avx512", "arm-neon",
+    "arm-neon-dotprod", "cuda", "cuda-sm80").
 
     ``model`` is a ``kiln.Graph``, a path to an ONNX file or an ``onnx.ModelProto``;
     ``input_shapes`` maps input names to shapes: an int fixes a dim, a str names a symbolic

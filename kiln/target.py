@@ -6,6 +6,7 @@ codegen reads ``tvm_target`` / ``tvm()``.
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
 from enum import Enum
 from functools import cache
@@ -17,14 +18,15 @@ from kiln.errors import KilnError
 class Isa(Enum):
     AVX2 = "avx2"        # 16 ymm registers of 256 bits
     AVX512 = "avx512"    # 32 zmm registers of 512 bits
+    NEON = "neon"        # 32 q registers of 128 bits (aarch64)
 
     @property
     def vector_bits(self) -> int:
-        return {Isa.AVX2: 256, Isa.AVX512: 512}[self]
+        return {Isa.AVX2: 256, Isa.AVX512: 512, Isa.NEON: 128}[self]
 
     @property
     def vector_registers(self) -> int:
-        return {Isa.AVX2: 16, Isa.AVX512: 32}[self]
+        return {Isa.AVX2: 16, Isa.AVX512: 32, Isa.NEON: 32}[self]
 
     def lanes(self, dtype: str = "float32") -> int:
         """Elements of ``dtype`` in one vector register."""
@@ -44,15 +46,29 @@ class Target:
     mcpu: str = ""
     vnni: bool = False
     arch: str = ""
+    mattr: tuple[str, ...] = ()     # arm: LLVM features ("+neon", "+dotprod")
 
     @property
     def is_cuda(self) -> bool:
         return bool(self.arch)
 
     @property
+    def is_arm(self) -> bool:
+        """aarch64: cross-compiled here (the library links with aarch64-linux-gnu-gcc)."""
+        return self.isa is Isa.NEON
+
+    @property
+    def runs_here(self) -> bool:
+        """Whether this machine can run the target's libraries (a GPU is checked at load)."""
+        return not self.is_arm or platform.machine() in ("aarch64", "arm64")
+
+    @property
     def tvm_target(self) -> dict:
         if self.is_cuda:
             return {"kind": "cuda", "arch": self.arch}
+        if self.is_arm:
+            return {"kind": "llvm", "mtriple": ARM_TRIPLE, "mcpu": self.mcpu,
+                    "mattr": list(self.mattr)}
         # LLVM's tuning for AVX-512 CPUs ("prefer-256-bit") splits 512-bit vectors outside
         # GEMMs into ymm halves. Turning it off made exp over 4096x1024 1.5x faster on one
         # core, but LLVM then miscompiles a vectorised gather with a select (onnx's
@@ -96,13 +112,19 @@ FIXED_TARGETS = {
     "cuda": Target("cuda", None, arch="sm_90a"),           # H100, H200
     "cuda-sm90": Target("cuda-sm90", None, arch="sm_90a"),
     "cuda-sm80": Target("cuda-sm80", None, arch="sm_80"),  # A100
+    # any ARMv8-A core (Raspberry Pi 4, Graviton 1); dotprod: ARMv8.2-A+ (Pi 5, Graviton 2)
+    "arm-neon": Target("arm-neon", Isa.NEON, "cortex-a72", mattr=("+neon",)),
+    "arm-neon-dotprod": Target("arm-neon-dotprod", Isa.NEON, "cortex-a76",
+                               mattr=("+neon", "+dotprod")),
 }
-RESERVED = {"arm-neon": "the ARM NEON target", "arm-neon-dotprod": "the ARM NEON target"}
+ARM_TRIPLE = "aarch64-linux-gnu"
+ARM_CC = "aarch64-linux-gnu-gcc"     # Debian's gcc-aarch64-linux-gnu links arm libraries
 TARGET_NAMES = ("x86", *FIXED_TARGETS)
 
 
 def get_target(name: str | Target) -> Target:
-    """Resolve a target name: "x86" (this CPU), "x86-avx2", "x86-avx512", "cuda" (sm_90a),
+    """Resolve a target name: "x86" (this CPU), "x86-avx2", "x86-avx512", "arm-neon",
+    "arm-neon-dotprod" (aarch64, cross-compiled), "cuda" (sm_90a),
     "cuda-sm90" or "cuda-sm80"."""
     if isinstance(name, Target):
         return name
@@ -110,7 +132,4 @@ def get_target(name: str | Target) -> Target:
         return host_target()
     if name in FIXED_TARGETS:
         return FIXED_TARGETS[name]
-    if name in RESERVED:
-        raise KilnError(f"target {name!r} ({RESERVED[name]}) is not available yet; "
-                        f"available targets: {', '.join(TARGET_NAMES)}")
     raise KilnError(f"unknown target {name!r}; available targets: {', '.join(TARGET_NAMES)}")

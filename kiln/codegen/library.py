@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
+import shutil
 import statistics
 import struct
 import sys
@@ -23,6 +25,7 @@ from kiln.errors import InputError, KilnError, first_line
 from kiln.ir.dtype import DType, from_storage, to_storage
 from kiln.ir.interpreter import check_inputs
 from kiln.ir.types import TensorType
+from kiln.target import ARM_CC
 
 
 def use_all_cores() -> None:
@@ -109,7 +112,14 @@ class Library:
         cuda_lib = compilation.target.is_cuda if compilation is not None else _has_cuda(module)
         self._device = tvm.cuda(0) if cuda_lib else tvm.cpu()
         self._vm = None
-        if cuda_lib and not cuda.has_gpu():     # compiled here to run elsewhere: export only
+        self._elsewhere = None                   # why it cannot run here, when it cannot
+        if cuda_lib and not cuda.has_gpu():
+            self._elsewhere = ("is compiled for CUDA and this machine has no CUDA device: "
+                               "export it (lib.export) and run it on a GPU host")
+        elif compilation is not None and not compilation.target.runs_here:
+            self._elsewhere = (f"is compiled for {compilation.target.name} (aarch64): export it "
+                               "(lib.export) and run it there, or under qemu-aarch64")
+        if self._elsewhere:                      # compiled here to run elsewhere: export only
             meta = signature(compilation.graph)
         else:
             self._vm = relax.VirtualMachine(module, self._device)
@@ -121,8 +131,7 @@ class Library:
 
     def _machine(self) -> relax.VirtualMachine:
         if self._vm is None:
-            raise KilnError(f"{self.name} is compiled for CUDA and this machine has no CUDA "
-                            "device: export it (lib.export) and run it on a GPU host")
+            raise KilnError(f"{self.name} {self._elsewhere}")
         return self._vm
 
     def __repr__(self) -> str:
@@ -173,9 +182,22 @@ class Library:
         if path.suffix != ".so":
             raise KilnError(f"export path {str(path)!r} must end in .so")
         path.parent.mkdir(parents=True, exist_ok=True)
+        target = self.compilation.target if self.compilation is not None else None
         with _quiet_native_stderr():
-            self._module.export_library(str(path))
+            if target is not None and target.is_arm:
+                self._module.export_library(str(path), fcompile=_arm_linker())
+            else:
+                self._module.export_library(str(path))
         return path
+
+
+def _arm_linker() -> Any:
+    """The cross linker for aarch64 libraries, or a clear error where it is missing."""
+    if shutil.which(ARM_CC) is None:
+        raise KilnError(f"exporting an aarch64 library needs {ARM_CC} (Debian/Ubuntu: apt-get "
+                        "install gcc-aarch64-linux-gnu)")
+    from tvm.support import cc
+    return cc.cross_compiler(ARM_CC)
 
 
 def load(path: str | os.PathLike) -> Library:
@@ -221,6 +243,9 @@ def _load_module(path: Path) -> Any:
     return tvm.runtime.load_module(str(path))
 
 
+ELF_AARCH64 = 183      # e_machine
+
+
 def _check_not_truncated(path: Path) -> None:
     """Refuse a truncated shared library before dlopen maps it: reading a mapped page past the
     end of the file kills the process with SIGBUS instead of raising. Every part that the ELF
@@ -231,6 +256,10 @@ def _check_not_truncated(path: Path) -> None:
         if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2:
             return   # not a 64-bit ELF file: dlopen's own message says what it is not
         order = "<" if head[5] == 1 else ">"
+        (machine,) = struct.unpack_from(order + "H", head, 0x12)
+        if machine == ELF_AARCH64 and platform.machine() not in ("aarch64", "arm64"):
+            raise KilnError(f"{path} is an aarch64 library (kiln's arm targets): run it on an "
+                            "aarch64 machine, or under qemu-aarch64")
         phoff, shoff = struct.unpack_from(order + "QQ", head, 0x20)
         phentsize, phnum, shentsize, shnum = struct.unpack_from(order + "HHHH", head, 0x36)
         ends = [phoff + phentsize * phnum, shoff + shentsize * shnum]

@@ -47,7 +47,8 @@ def default_gemm_knobs(m: int, n: int, k: int, isa: Isa) -> CpuGemmKnobs:
     """Untuned defaults derived from the vector width and the problem size.
 
     AVX-512: an 8 x 32 tile is 16 zmm accumulators + 2 of B + 1 broadcast of A = 19 of 32
-    registers; AVX2: 6 x 16 is 12 ymm + 2 + 1 = 15 of 16. 16 / 12 independent FMA chains
+    registers; AVX2: 6 x 16 is 12 ymm + 2 + 1 = 15 of 16; NEON (aarch64): 8 x 12 is 24 q
+    registers + 3 + 1 = 28 of 32. 16 / 12 / 24 independent FMA chains
     cover the FMA latency (4 cycles) x issue width (2 per cycle). The cache tile takes 4 to 8
     register tiles of rows (whichever pads M least: the padding rows are computed for nothing)
     and up to 4 panels of columns (a divisor of the panel count, so no panel is partial).
@@ -55,6 +56,8 @@ def default_gemm_knobs(m: int, n: int, k: int, isa: Isa) -> CpuGemmKnobs:
     lanes = isa.lanes("float32")
     nr = 2 * lanes if n > lanes else lanes
     mr = min(8 if isa is Isa.AVX512 else 6, m)
+    if isa is Isa.NEON and n > 2 * lanes:
+        nr, mr = 3 * lanes, min(8, m)    # 8 x 12: 24 q accumulators + 3 of B + 1 of A
     if m > 4 * mr:
         mc = min((mr * t for t in range(8, 3, -1)), key=lambda c: round_up(m, c))
     else:

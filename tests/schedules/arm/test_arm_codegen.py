@@ -1,0 +1,83 @@
+"""The arm-neon targets on this x86 machine: kernels compile for aarch64 with NEON code (GEMM
+and convolution on fmla over .4s vectors), libraries link with the cross compiler into aarch64
+ELF files, and neither a compiled nor a loaded one pretends to run here."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tvm
+
+import kiln
+from kiln import ops
+from kiln.codegen.pipeline import lower_graph
+from kiln.target import ARM_CC, get_target
+
+FMLA_4S = re.compile(r"fmla\s+v\d+\.4s")
+
+
+def _asm(g: kiln.Graph, target: str = "arm-neon") -> dict[str, str]:
+    """Each kernel's aarch64 assembly."""
+    tgt = get_target(target).tvm()
+    return {k.name: tvm.compile(tvm.IRModule({k.name: k.func}), target=tgt).mod
+            .inspect_source("asm") for k in lower_graph(g, target).kernels}
+
+
+def _mlp() -> kiln.Graph:
+    g = kiln.Graph("mlp")
+    x = g.input("x", (37, 96), "float32")
+    w = np.random.default_rng(0).standard_normal((96, 70)).astype(np.float32)
+    g.output(ops.softmax(ops.gelu(ops.matmul(x, w)), axis=-1))
+    return g
+
+
+def test_gemm_register_tile_is_8_by_12_on_fmla() -> None:
+    (kernel, *_) = lower_graph(_mlp(), "arm-neon").kernels
+    assert "mr=8, nr=12" in kernel.notes[0]
+    asm = _asm(_mlp())["fused_matmul_gelu"]
+    assert len(FMLA_4S.findall(asm)) >= 8 * 12 // 4      # one register tile's worth at least
+
+
+def test_conv2d_runs_on_fmla() -> None:
+    g = kiln.Graph("conv")
+    x = g.input("x", (1, 8, 14, 16), "float32")    # rows of whole 4-lane vectors
+    w = np.random.default_rng(1).standard_normal((16, 8, 3, 3)).astype(np.float32)
+    g.output(ops.relu(ops.conv2d(x, w, padding=(1, 1, 1, 1))))
+    (asm,) = _asm(g).values()
+    assert FMLA_4S.search(asm)
+
+
+def test_dotprod_target_enables_the_extension() -> None:
+    assert "+dotprod" in get_target("arm-neon-dotprod").tvm_target["mattr"]
+    assert "+dotprod" not in get_target("arm-neon").tvm_target["mattr"]
+
+
+@pytest.mark.skipif(shutil.which(ARM_CC) is None, reason=f"needs {ARM_CC}")
+def test_the_library_is_an_aarch64_elf_that_says_where_it_runs(tmp_path: Path) -> None:
+    lib = kiln.compile(_mlp(), "arm-neon")
+    with pytest.raises(kiln.KilnError, match="aarch64"):
+        lib(x=np.zeros((37, 96), np.float32))
+    path = lib.export(tmp_path / "mlp.so")
+    head = path.read_bytes()[:20]
+    assert head[:4] == b"\x7fELF" and int.from_bytes(head[18:20], "little") == 183  # AArch64
+    with pytest.raises(kiln.KilnError, match="aarch64 library"):
+        kiln.load(path)
+
+
+def test_inspect_prints_neon_assembly(tmp_path: Path) -> None:
+    model = tmp_path / "model.py"
+    model.write_text("import numpy as np\nimport kiln\nfrom kiln import ops\n\n\n"
+                     "def build():\n    g = kiln.Graph('m')\n"
+                     "    x = g.input('x', (16, 32), 'float32')\n"
+                     "    g.output(ops.matmul(x, np.ones((32, 48), np.float32)))\n"
+                     "    return g\n")
+    proc = subprocess.run([sys.executable, "-m", "kiln", "inspect", str(model), "--target",
+                           "arm-neon", "--stage", "asm"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert FMLA_4S.search(proc.stdout)
