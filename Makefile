@@ -6,8 +6,9 @@ STAMP  := $(VENV)/.kiln-installed
 JOBS   ?= 2
 
 MODELS ?= .cache/models
+ARM_RUNTIME ?= .cache/arm-runtime
 
-.PHONY: demo test test-models lint bench clean
+.PHONY: demo test test-models test-arm lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,12 +21,20 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m ruff check kiln tests benchmarks examples
-	$(BIN)/python -m pytest -q -n $(JOBS) --durations=10 -m "not models"
+	$(BIN)/python -m pytest -q -n $(JOBS) --durations=10 -m "not models and not arm"
 
 # the real pretrained models of tests/models/MANIFEST.json, fetched into $(MODELS) once
 test-models: $(STAMP)
 	$(BIN)/python tests/models/fetch.py $(MODELS)
 	KILN_MODELS=$(MODELS) $(BIN)/python -m pytest -q -n $(JOBS) -m models tests/models
+
+# aarch64 libraries under qemu-aarch64, run by the cross-built C++ runner: installs Debian's
+# qemu-user and g++-aarch64-linux-gnu where missing, fetches the aarch64 TVM runtime once
+test-arm: $(STAMP)
+	command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-g++ >/dev/null || \
+		(apt-get update -q && apt-get install -y -q qemu-user g++-aarch64-linux-gnu)
+	$(BIN)/python tests/arm/fetch_runtime.py $(ARM_RUNTIME)
+	KILN_ARM_RUNTIME=$(ARM_RUNTIME) $(BIN)/python -m pytest -q -n $(JOBS) -m arm tests/arm
 
 # one table: kiln vs numpy/OpenBLAS and ONNX Runtime (GEMM, int8, norms, real models)
 bench: $(STAMP)

@@ -1,0 +1,76 @@
+"""aarch64 libraries, cross-compiled here, run under qemu-aarch64 by the cross-built C++
+runner with the aarch64 TVM runtime, and compared with the reference interpreter. Marker
+``arm``: ``make test-arm`` installs qemu-user and the cross compiler where missing and
+fetches the runtime first."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import kiln
+from kiln import ops
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from deploy import arm_tools_missing, build_runner, run  # noqa: E402
+
+ARM_LIBS = Path(os.environ["KILN_ARM_RUNTIME"]) if os.environ.get("KILN_ARM_RUNTIME") else None
+pytestmark = [pytest.mark.arm,
+              pytest.mark.skipif(arm_tools_missing(ARM_LIBS) is not None,
+                                 reason=str(arm_tools_missing(ARM_LIBS)))]
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_runner(tmp_path_factory.mktemp("kiln_run_arm"), ARM_LIBS, aarch64=True)
+
+
+def _graphs() -> dict[str, kiln.Graph]:
+    """The CPU templates on ragged shapes: GEMM with its epilogue, batched matmul, conv2d,
+    depthwise conv, pooling, row reductions, an injective chain."""
+    rng = np.random.default_rng(0)
+    out = {}
+    g = kiln.Graph("gemm_epilogue")
+    x = g.input("x", (37, 96), "float32")
+    h = ops.gelu(ops.add(ops.matmul(x, rng.standard_normal((96, 70)).astype(np.float32)),
+                         rng.standard_normal(70).astype(np.float32)))
+    g.output(ops.softmax(h, axis=-1), ops.layer_norm(h, np.ones(70, np.float32),
+                                                     np.zeros(70, np.float32)))
+    out[g.name] = g
+    g = kiln.Graph("batched_matmul")
+    g.output(ops.matmul(g.input("a", (3, 17, 33), "float32"), g.input("b", (3, 33, 29),
+                                                                        "float32")))
+    out[g.name] = g
+    g = kiln.Graph("conv2d")
+    x = g.input("x", (1, 8, 15, 13), "float32")
+    y = ops.relu(ops.conv2d(x, rng.standard_normal((16, 8, 3, 3)).astype(np.float32),
+                            padding=(1, 1, 1, 1)))
+    g.output(ops.pool(y, "max", (2, 2), stride=(2, 2)))
+    out[g.name] = g
+    g = kiln.Graph("depthwise")
+    x = g.input("x", (1, 16, 12, 10), "float32")
+    g.output(ops.conv2d(x, rng.standard_normal((16, 1, 3, 3)).astype(np.float32),
+                        padding=(1, 1, 1, 1), groups=16))
+    out[g.name] = g
+    g = kiln.Graph("injective")
+    x = g.input("x", (5, 7, 9), "float32")
+    g.output(ops.transpose(ops.exp(x), (2, 0, 1)), ops.sum(x, axes=[1]))
+    out[g.name] = g
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(_graphs()))
+def test_matches_the_reference_under_qemu(name: str, runner: Path, tmp_path: Path) -> None:
+    g = _graphs()[name]
+    rng = np.random.default_rng(1)
+    feeds = [rng.uniform(-3, 3, v.shape).astype(np.float32) for v in g.inputs]
+    want = kiln.run_reference(g, dict(zip((v.name for v in g.inputs), feeds, strict=True)))
+    path = kiln.compile(g, "arm-neon").export(tmp_path / f"{name}.so")
+    got = run(runner, path, feeds, tmp_path / "run", arm_libs=ARM_LIBS)
+    assert len(got) == len(want)
+    for g_, w_ in zip(got, want, strict=True):
+        np.testing.assert_allclose(g_, w_, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(w_).max()))
