@@ -29,12 +29,15 @@ test-models: $(STAMP)
 	KILN_MODELS=$(MODELS) $(BIN)/python -m pytest -q -n $(JOBS) -m models tests/models
 
 # aarch64 libraries under qemu-aarch64, run by the cross-built C++ runner: installs Debian's
-# qemu-user and g++-aarch64-linux-gnu where missing, fetches the aarch64 TVM runtime once
+# qemu-user and g++-aarch64-linux-gnu where missing, fetches the aarch64 TVM runtime and the
+# two real models it runs (MobileNetV3, the silero LSTM) once
 test-arm: $(STAMP)
 	command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-g++ >/dev/null || \
 		(apt-get update -q && apt-get install -y -q qemu-user g++-aarch64-linux-gnu)
 	$(BIN)/python tests/arm/fetch_runtime.py $(ARM_RUNTIME)
-	KILN_ARM_RUNTIME=$(ARM_RUNTIME) $(BIN)/python -m pytest -q -n $(JOBS) -m arm tests/arm
+	$(BIN)/python tests/models/fetch.py $(MODELS) ppocr_mobile_v2_cls silero_vad_16k_sequence
+	KILN_ARM_RUNTIME=$(ARM_RUNTIME) KILN_MODELS=$(MODELS) \
+		$(BIN)/python -m pytest -q -n $(JOBS) -m arm tests/arm
 
 # one table: kiln vs numpy/OpenBLAS and ONNX Runtime (GEMM, int8, norms, real models)
 bench: $(STAMP)

@@ -1,9 +1,10 @@
 // kiln_run: run a kiln library without Python, with only the TVM runtime.
 //
-//   kiln_run MODEL.so OUT_DIR IN_0.npy [IN_1.npy ...]
+//   kiln_run [--repeat N] MODEL.so OUT_DIR IN_0.npy [IN_1.npy ...]
 //
 // Loads the library, feeds the .npy files to its inputs in order, and writes its outputs as
-// OUT_DIR/out_0.npy, out_1.npy, ... Built for this machine or cross-built for aarch64 (see
+// OUT_DIR/out_0.npy, out_1.npy, ... With --repeat N it runs the model N times more and prints
+// the median time of one run. Built for this machine or cross-built for aarch64 (see
 // CMakeLists.txt); on a board it is what replaces `kiln run`.
 #include <dlpack/dlpack.h>
 #include <tvm/ffi/container/array.h>
@@ -11,6 +12,8 @@
 #include <tvm/ffi/extra/module.h>
 #include <tvm/ffi/function.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -119,8 +122,14 @@ struct CPUAlloc {  // 64-byte aligned host memory, as TVM's kernels expect
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 3) {
-    std::cerr << "usage: kiln_run MODEL.so OUT_DIR [IN_0.npy ...]\n";
+  int repeat = 0;
+  if (argc > 2 && std::string(argv[1]) == "--repeat") {
+    repeat = std::atoi(argv[2]);
+    argv += 2;
+    argc -= 2;
+  }
+  if (argc < 3 || repeat < 0) {
+    std::cerr << "usage: kiln_run [--repeat N] MODEL.so OUT_DIR [IN_0.npy ...]\n";
     return 2;
   }
   try {
@@ -141,8 +150,19 @@ int main(int argc, char** argv) {
       inputs.push_back(t);
     }
     std::vector<ffi::AnyView> args(inputs.begin(), inputs.end());
+    ffi::Function run = vm->GetFunction("main").value();
     ffi::Any result;
-    vm->GetFunction("main").value().CallPacked(args.data(), static_cast<int32_t>(args.size()), &result);
+    run.CallPacked(args.data(), static_cast<int32_t>(args.size()), &result);
+    if (repeat > 0) {
+      std::vector<double> ms;
+      for (int i = 0; i < repeat; ++i) {
+        auto start = std::chrono::steady_clock::now();
+        run.CallPacked(args.data(), static_cast<int32_t>(args.size()), &result);
+        ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+      }
+      std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
+      std::cout << "median_ms " << ms[ms.size() / 2] << "\n";
+    }
     std::vector<ffi::Tensor> outputs;
     if (auto t = result.as<ffi::Tensor>()) {
       outputs.push_back(*t);

@@ -74,3 +74,29 @@ def test_matches_the_reference_under_qemu(name: str, runner: Path, tmp_path: Pat
     assert len(got) == len(want)
     for g_, w_ in zip(got, want, strict=True):
         np.testing.assert_allclose(g_, w_, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(w_).max()))
+
+
+MODELS = Path(os.environ.get("KILN_MODELS", Path(__file__).parents[2] / ".cache" / "models"))
+
+
+@pytest.mark.parametrize("name", ["ppocr_mobile_v2_cls", "silero_vad_16k_sequence"])
+def test_real_models_match_onnxruntime_under_qemu(name: str, runner: Path,
+                                                  tmp_path: Path) -> None:
+    """MobileNetV3 (the OCR direction classifier) and the LSTM voice detector, cross-compiled
+    and run under emulation, against onnxruntime on this machine."""
+    ort = pytest.importorskip("onnxruntime")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
+    from fetch import example_feeds
+
+    from kiln.testing import relative_error
+    path = MODELS / f"{name}.onnx"
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: make test-arm fetches it")
+    feeds = example_feeds(name)
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+    lib = kiln.compile(str(path), "arm-neon", input_shapes={k: v.shape for k, v in feeds.items()})
+    got = run(runner, lib.export(tmp_path / f"{name}.so"), [feeds[s.name] for s in lib.inputs],
+              tmp_path / "run", arm_libs=ARM_LIBS)
+    assert len(got) == len(want)
+    for g_, w_ in zip(got, want, strict=True):
+        assert g_.shape == w_.shape and relative_error(g_, w_) < 1e-4
