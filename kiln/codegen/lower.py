@@ -51,7 +51,7 @@ GEMM_OPS = ("matmul", "dense", "matmul_integer")
 
 
 class Template(Enum):
-    """The x86 schedule template a group gets, chosen by its anchor op."""
+    """The schedule template a group gets (x86 or CUDA), chosen by its anchor op."""
 
     GEMM = "gemm"
     VNNI_GEMM = "vnni gemm"     # matmul_integer with a constant int8 weight on AVX-512 VNNI
@@ -75,7 +75,7 @@ class SchedulePlan:
     template: Template
     target: Target
     dtype: str                              # of the outputs: sets the vector lanes
-    knobs: Any = None                       # CpuGemmKnobs / conv knobs, for GEMM and CONV2D
+    knobs: Any = None                       # the template's knobs (flash, wgmma: (problem, knobs))
     row_rank: int = 0                       # ROW_REDUCTION: leading output axes that are rows
     packed_weight: np.ndarray | None = None  # GEMM: the [K, N] constant to pack into panels
     pack_at_runtime: bool = False           # GEMM: pack a runtime B per task (N % nr != 0)
