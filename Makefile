@@ -8,7 +8,7 @@ JOBS   ?= 2
 MODELS ?= .cache/models
 ARM_RUNTIME ?= .cache/arm-runtime
 
-.PHONY: demo test test-models test-arm lint bench clean
+.PHONY: demo test test-models test-arm arm-tools lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,12 +28,15 @@ test-models: $(STAMP)
 	$(BIN)/python tests/models/fetch.py $(MODELS)
 	KILN_MODELS=$(MODELS) $(BIN)/python -m pytest -q -n $(JOBS) -m models tests/models
 
-# aarch64 libraries under qemu-aarch64, run by the cross-built C++ runner: installs Debian's
-# qemu-user and g++-aarch64-linux-gnu where missing, fetches the aarch64 TVM runtime and the
-# two real models it runs (MobileNetV3, the silero LSTM) once
-test-arm: $(STAMP)
-	command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-g++ >/dev/null || \
-		(apt-get update -q && apt-get install -y -q qemu-user g++-aarch64-linux-gnu)
+# Debian's qemu-user, g++-aarch64-linux-gnu and cmake, installed where missing
+arm-tools:
+	command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-g++ >/dev/null && \
+		command -v cmake >/dev/null || \
+		(apt-get update -q && apt-get install -y -q qemu-user g++-aarch64-linux-gnu cmake)
+
+# aarch64 libraries under qemu-aarch64, run by the cross-built C++ runner: fetches the aarch64
+# TVM runtime and the two real models it runs (MobileNetV3, the silero LSTM) once
+test-arm: $(STAMP) arm-tools
 	$(BIN)/python tests/arm/fetch_runtime.py $(ARM_RUNTIME)
 	$(BIN)/python tests/models/fetch.py $(MODELS) ppocr_mobile_v2_cls silero_vad_16k_sequence
 	KILN_ARM_RUNTIME=$(ARM_RUNTIME) KILN_MODELS=$(MODELS) \

@@ -1,15 +1,23 @@
 """fp32 GEMM under qemu-aarch64: kiln's arm-neon kernel against the unscheduled loop nest of
 the same TE computation (TVM's default CPU build), alternating in one run.
 
-    python -m benchmarks.arm [--n 256] [--count 64] [--rounds 5]
+    python -m benchmarks.arm [--n 256] [--count 64] [--rounds 5] [--threads 1]
 
 Needs what ``make test-arm`` sets up: qemu-aarch64, g++-aarch64-linux-gnu and the aarch64 TVM
 runtime (``KILN_ARM_RUNTIME``, default .cache/arm-runtime). Both libraries run in kiln_run
-(examples/deploy_cpp) under emulation; the table gives median milliseconds of one call and the
-ratio. A time under qemu measures emulated instructions more than a CPU would, so ``--count N``
-also counts the guest instructions of one N^3 call (``-singlestep -d exec``, qemu 7.2's
-spelling of ``-one-insn-per-tb``, logs one line per executed instruction; the runner's
-start-up cancels out between 1 and 3 calls).
+(examples/deploy_cpp) under emulation, on ``--threads`` threads (TVM_NUM_THREADS; the
+unscheduled nest is serial); the table gives median milliseconds of one call and the ratio.
+
+A time under qemu is not a CPU's: qemu's TCG runs integer and load/store instructions as a
+few host instructions, but every floating-point lane as a call into its softfloat library.
+So the table also gives
+
+- what one instruction costs under this qemu (``qemu_costs.c``: fmla .4s against fmadd,
+  fmul and fadd on one lane, integer mla and sdot, a load, an add), and from it the floor no
+  fp32 GEMM can go under here: N^3 multiply-adds at the cheapest emulated cost per lane;
+- the guest instructions of one ``--count``^3 call (``-singlestep -d exec``, qemu 7.2's
+  spelling of ``-one-insn-per-tb``, logs one line per executed instruction; the runner's
+  start-up cancels out between 1 and 3 calls), what a CPU's time follows.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from kiln import ops  # noqa: E402
 from kiln.target import ARM_CC, get_target  # noqa: E402
 
 ARM_LIBS = Path(os.environ.get("KILN_ARM_RUNTIME", ".cache/arm-runtime")).resolve()
+THREADS = 1
 
 
 def scheduled(n: int, path: Path) -> Path:
@@ -66,7 +75,7 @@ def unscheduled(n: int, path: Path) -> Path:
 def qemu(runner: Path, lib: Path, inputs: list[Path], work: Path, repeat: int,
          *qemu_args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, QEMU_LD_PREFIX="/usr/aarch64-linux-gnu",
-               LD_LIBRARY_PATH=str(ARM_LIBS))
+               LD_LIBRARY_PATH=str(ARM_LIBS), TVM_NUM_THREADS=str(THREADS))
     cmd = ["qemu-aarch64", *qemu_args, str(runner), "--repeat", str(repeat), str(lib),
            str(work), *map(str, inputs)]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
@@ -88,12 +97,26 @@ def instructions(runner: Path, lib: Path, inputs: list[Path], work: Path) -> int
     return (counts[1] - counts[0]) // 2
 
 
+def instruction_costs(work: Path) -> dict[str, float]:
+    """ns per lane of each probe in qemu_costs.c, run under qemu-aarch64."""
+    exe = work / "qemu_costs"
+    subprocess.run([ARM_CC, "-O2", "-march=armv8.2-a+dotprod", "-static",
+                    str(Path(__file__).with_name("qemu_costs.c")), "-o", str(exe)], check=True)
+    out = subprocess.run(["qemu-aarch64", str(exe)], capture_output=True, text=True,
+                         check=True).stdout
+    rows = [line.split() for line in out.splitlines()]
+    return {name: float(ns) / int(lanes) for name, ns, lanes in rows}
+
+
 def main() -> None:
+    global THREADS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--count", type=int, default=64, help="count instructions at this size")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
+    THREADS = args.threads
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         runner = build_runner(tmp / "build", ARM_LIBS, aarch64=True)
@@ -119,8 +142,17 @@ def main() -> None:
             u, s = statistics.median(times["unscheduled"]), statistics.median(times["kiln"])
             rows.append(f"{n}^3 under qemu, median of {args.rounds} rounds | unscheduled "
                         f"{u:.1f} ms | kiln {s:.1f} ms | {u / s:.1f}x faster")
-        print("fp32 GEMM, arm-neon (cortex-a72) libraries in kiln_run under qemu-aarch64")
+            costs = instruction_costs(tmp)
+            lane = min(costs["fmla_4s"], costs["fmadd_s"], costs["fmul_s"] + costs["fadd_s"])
+            floor = n ** 3 * lane * 1e-6
+            rows.append(f"{n}^3 floor: {n}^3 fp32 multiply-adds at {lane:.2f} ns | "
+                        f"{floor:.1f} ms | unscheduled {u / floor:.2f}x it | "
+                        f"kiln {s / floor:.2f}x it")
+        print(f"fp32 GEMM, arm-neon (cortex-a72) libraries in kiln_run under qemu-aarch64, "
+              f"{THREADS} thread(s)")
         print("\n".join(rows))
+        print("\nns per lane under this qemu (qemu_costs.c):")
+        print("  ".join(f"{k} {v:.2f}" for k, v in costs.items()))
 
 
 if __name__ == "__main__":

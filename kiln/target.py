@@ -58,6 +58,12 @@ class Target:
         return self.isa is Isa.NEON
 
     @property
+    def int8_dot(self) -> bool:
+        """An int8 dot-product instruction the int8 GEMM uses: vpdpbusd (AVX-512 VNNI) or
+        sdot (aarch64 dotprod)."""
+        return self.vnni or "+dotprod" in self.mattr
+
+    @property
     def runs_here(self) -> bool:
         """Whether this machine can run the target's libraries (a GPU is checked at load)."""
         return not self.is_arm or platform.machine() in ("aarch64", "arm64")

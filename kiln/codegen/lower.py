@@ -27,7 +27,7 @@ from kiln.ir.ops.registry import Pattern
 from kiln.ir.ops.rnn import RECURRENT_OPS
 from kiln.ir.passes.fuse import Group
 from kiln.ir.types import Dim, format_shape, normalize_axis
-from kiln.schedules import cuda, x86
+from kiln.schedules import arm, cuda, x86
 from kiln.schedules.compute import COMPUTE, NodeInfo
 from kiln.schedules.compute.matmul import (
     dense_operand,
@@ -39,12 +39,17 @@ from kiln.schedules.compute.matmul import (
     reduction_of,
 )
 from kiln.schedules.compute.quant import (
+    dot_matmul_integer,
     integer_product,
-    pack_weight_vnni,
-    vnni_matmul_integer,
+    pack_weight_dot,
 )
 from kiln.schedules.compute.registry import shape_of, te_shape
-from kiln.schedules.x86.int_gemm import default_vnni_knobs, schedule_vnni_gemm
+from kiln.schedules.x86.int_gemm import (
+    VPDPBUSD,
+    DotInstruction,
+    default_vnni_knobs,
+    schedule_dot_gemm,
+)
 from kiln.target import Target
 
 GEMM_OPS = ("matmul", "dense", "matmul_integer")
@@ -54,7 +59,7 @@ class Template(Enum):
     """The schedule template a group gets (x86 or CUDA), chosen by its anchor op."""
 
     GEMM = "gemm"
-    VNNI_GEMM = "vnni gemm"     # matmul_integer with a constant int8 weight on AVX-512 VNNI
+    DOT_GEMM = "int8 dot gemm"  # matmul_integer, constant weight: vpdpbusd (VNNI) or sdot
     CONV2D = "conv2d"
     POOL = "pool"
     ROW_REDUCTION = "row reduction"
@@ -133,17 +138,21 @@ def plan_schedule(group: Group, target: Target) -> SchedulePlan:
         return SchedulePlan(Template.ATTENTION, target, dtype, knobs, notes=[
             f"attention T={q[-2]} S={anchor.outputs[0].shape[-1]} d={q[-1]} dv={out[-1]}: "
             f"{knobs}, a {knobs.bq} x S block of scores per task (never T x S)"])
-    if anchor is not None and _vnni_gemm(anchor, target):
+    if anchor is not None and _dot_gemm(anchor, target):
         m, n, k = _gemm_dims(anchor)
-        knobs = default_vnni_knobs(_typical(m), n, k)
-        return SchedulePlan(Template.VNNI_GEMM, target, dtype, knobs,
+        knobs = (arm.default_sdot_knobs if target.is_arm else default_vnni_knobs)(
+            _typical(m), n, k)
+        return SchedulePlan(Template.DOT_GEMM, target, dtype, knobs,
                             packed_weight=anchor.inputs[1].data, notes=[
-                                f"int8 gemm M={m} N={n} K={k} on vpdpbusd: {knobs}",
+                                f"int8 gemm M={m} N={n} K={k} on "
+                                f"{_dot_instruction(target).mnemonic}: {knobs}",
                                 f"weight %{anchor.inputs[1].name} packed into "
                                 f"{-(-n // knobs.nr)} panels of K/4 x {knobs.nr} x 4"])
     if anchor is not None and anchor.op.name in GEMM_OPS:
         m, n, k = _gemm_dims(anchor)
-        knobs = x86.default_gemm_knobs(_typical(m), _typical(n), _typical(k), isa)
+        dims = _typical(m), _typical(n), _typical(k)
+        knobs = arm.default_gemm_knobs(*dims) if target.is_arm \
+            else x86.default_gemm_knobs(*dims, isa)
         # a symbolic N or K gets tiles that need no exact division of it: one panel per
         # task column, no unrolled k (TVM cannot prove a split of a symbolic extent exact)
         knobs = replace(knobs, nc=knobs.nc if isinstance(n, int) else knobs.nr,
@@ -274,12 +283,13 @@ def _tensor_core_gemm(group: Group) -> bool:
             and len(group.outputs) == 1)
 
 
-def _vnni_gemm(n: Node, target: Target) -> bool:
-    """A matmul_integer that vpdpbusd (uint8 x int8) takes: a VNNI target, a constant 2-D
-    weight (packed at compile time, its column sums folded; a uint8 one shifted to int8 by
-    -128, its zero point with it), a uint8 or int8 activation (int8 shifted by +128). A
-    runtime weight keeps the widening GEMM template."""
-    if n.op.name != "matmul_integer" or not target.vnni:
+def _dot_gemm(n: Node, target: Target) -> bool:
+    """A matmul_integer that an int8 dot instruction takes (vpdpbusd: uint8 x int8; sdot:
+    int8 x int8): a target with one, a constant 2-D weight (packed at compile time, its
+    column sums folded; a uint8 one shifted to int8 by -128, its zero point with it), a
+    uint8 or int8 activation (shifted by 128 to the instruction's type). A runtime weight
+    keeps the widening GEMM template."""
+    if n.op.name != "matmul_integer" or not target.int8_dot:
         return False
     w = n.inputs[1]
     return w.is_constant and w.type.rank == 2 and w.dtype.value in ("int8", "uint8") \
@@ -341,7 +351,7 @@ def build_te(group: Group, plan: SchedulePlan
         info = NodeInfo(n.attrs, tuple(o.type for o in n.outputs), names.fresh(n.name), syms,
                         tuple(v.type for v in n.inputs))
         ins = [tensors.get(id(v)) for v in n.inputs]      # None: the weight, packed below
-        if n is anchor and plan.template in (Template.GEMM, Template.VNNI_GEMM):
+        if n is anchor and plan.template in (Template.GEMM, Template.DOT_GEMM):
             outs = _padded_gemm(n, info, ins, plan, names, params, args)
             anchor_block = f"{info.name}_gemm"       # the padded GEMM under the view
         else:
@@ -361,8 +371,8 @@ def _padded_gemm(n: Node, info: NodeInfo, ins: list, plan: SchedulePlan, names: 
     """The anchor GEMM on the grid its cache tiles divide: M padded to a multiple of ``mc``,
     and N to whole ``nr`` panels when the weight is packed (adding it as a parameter)."""
     cfg = plan.knobs
-    if plan.template is Template.VNNI_GEMM:
-        return _vnni_padded_gemm(n, info, ins, plan, names, params, args)
+    if plan.template is Template.DOT_GEMM:
+        return _dot_padded_gemm(n, info, ins, plan, names, params, args)
     shape = info.shape if len(info.shape) > 1 else (1, *info.shape)
     k_extent = shape_of(ins[0])[-1]
     if plan.packed_weight is not None:
@@ -388,19 +398,24 @@ def _padded_gemm(n: Node, info: NodeInfo, ins: list, plan: SchedulePlan, names: 
     return gemm_padded(info, ins[0], b_at, k_extent, m_pad, n_pad, product)
 
 
-def _vnni_padded_gemm(n: Node, info: NodeInfo, ins: list, plan: SchedulePlan, names: _Names,
-                      params: list[te.Tensor], args: list[Value | np.ndarray]) -> te.Tensor:
-    """matmul_integer on vpdpbusd: the weight packed into [N/nr, K/4, nr, 4] panels and its
-    column sums [N] (int32, for the activation zero point's term) as parameters."""
+def _dot_instruction(target: Target) -> DotInstruction:
+    return arm.SDOT if target.is_arm else VPDPBUSD
+
+
+def _dot_padded_gemm(n: Node, info: NodeInfo, ins: list, plan: SchedulePlan, names: _Names,
+                     params: list[te.Tensor], args: list[Value | np.ndarray]) -> te.Tensor:
+    """matmul_integer on a dot instruction: the weight packed into [N/nr, K/4, nr, 4] panels
+    and its column sums [N] (int32, for the activation zero point's term) as parameters."""
     w, (az, bz) = plan.packed_weight, n.inputs[2:]
     if w.dtype == np.uint8:     # b - bz = (b - 128) - (bz - 128): an int8 weight
         w = (w.astype(np.int16) - 128).astype(np.int8)
-    panels = pack_weight_vnni(w, plan.knobs.nr)
+    panels = pack_weight_dot(w, plan.knobs.nr)
     bp = te.placeholder(panels.shape, "int8", name=names.fresh(f"{n.inputs[1].name}_packed"))
     params.append(bp)
     args.append(panels)
     colsum = None
-    az_zero = az.is_constant and not np.any(az.data) and az.dtype.value == "uint8"
+    a8 = _dot_instruction(plan.target).a8
+    az_zero = az.is_constant and not np.any(az.data) and az.dtype.value == a8
     if not az_zero:
         sums = w.astype(np.int32).sum(axis=0, dtype=np.int32)     # |sum| <= 128 K
         colsum = te.placeholder(sums.shape, "int32", name=names.fresh(f"{n.inputs[1].name}_colsum"))
@@ -408,8 +423,8 @@ def _vnni_padded_gemm(n: Node, info: NodeInfo, ins: list, plan: SchedulePlan, na
         args.append(sums)
     bz_zero = bz.is_constant and not np.any(bz.data) and bz.dtype.value == "int8"
     m_pad = x86.round_up(info.shape[-2], plan.knobs.mc)
-    return vnni_matmul_integer(info, ins[0], ins[2], ins[3], bp, colsum, w.shape[0], m_pad,
-                               bz_zero)
+    return dot_matmul_integer(info, ins[0], ins[2], ins[3], bp, colsum, w.shape[0], m_pad,
+                              bz_zero, a8)
 
 
 class _Names:
@@ -442,8 +457,8 @@ def apply_schedule(func: tirx.PrimFunc, plan: SchedulePlan,
     lanes = isa.lanes(plan.dtype)
     if plan.template is Template.GEMM:
         x86.schedule_gemm(sch, anchor_block, plan.knobs, isa)
-    elif plan.template is Template.VNNI_GEMM:
-        schedule_vnni_gemm(sch, anchor_block, plan.knobs)
+    elif plan.template is Template.DOT_GEMM:
+        schedule_dot_gemm(sch, anchor_block, plan.knobs, _dot_instruction(plan.target))
     elif plan.template is Template.CONV2D:
         x86.schedule_conv2d(sch, anchor_block, plan.knobs, isa)
     elif plan.template is Template.ATTENTION:

@@ -17,6 +17,7 @@ from kiln import ops
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from deploy import arm_tools_missing, build_runner, run  # noqa: E402
+from int_gemm_graphs import const_weight_gemm  # noqa: E402
 
 ARM_LIBS = Path(os.environ["KILN_ARM_RUNTIME"]) if os.environ.get("KILN_ARM_RUNTIME") else None
 pytestmark = [pytest.mark.arm,
@@ -74,6 +75,44 @@ def test_matches_the_reference_under_qemu(name: str, runner: Path, tmp_path: Pat
     assert len(got) == len(want)
     for g_, w_ in zip(got, want, strict=True):
         np.testing.assert_allclose(g_, w_, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(w_).max()))
+
+
+INT8_GEMMS = {     # M, K, N, activation, its zero point, the weight's, epilogue, weight type
+    "u8_runtime_az": dict(m=33, k=130, n=41, adt="uint8"),
+    "s8_rows_columns": dict(m=19, k=45, n=37, adt="int8", az="rows", bz="columns"),
+    "u8_weight": dict(m=23, k=70, n=41, adt="int8", bz="scalar", bdt="uint8"),
+    "batched_dequantize": dict(m=9, k=40, n=33, batch=(2,), bz="columns",
+                               epilogue="dequantize"),
+    "requantize": dict(m=21, k=100, n=50, adt="int8", bz="columns", epilogue="requantize"),
+}
+
+
+@pytest.mark.parametrize("target", ["arm-neon-dotprod", "arm-neon"])
+@pytest.mark.parametrize("case", sorted(INT8_GEMMS))
+def test_int8_gemm_matches_the_reference_under_qemu(case: str, target: str, runner: Path,
+                                                    tmp_path: Path) -> None:
+    """matmul_integer with a constant weight: on sdot (dotprod; a uint8 activation shifted to
+    int8, zero points folded outside the dot product) and on the widening template (plain
+    NEON), exactly equal to the reference (the dequantized one to float rounding)."""
+    g, feeds = const_weight_gemm(**INT8_GEMMS[case])
+    want = kiln.run_reference(g, feeds)
+    lib = kiln.compile(g, target)
+    got = run(runner, lib.export(tmp_path / f"{case}.so"), [feeds[s.name] for s in lib.inputs],
+              tmp_path / "run", arm_libs=ARM_LIBS)
+    (got,), (want,) = got, want
+    assert got.dtype == want.dtype
+    np.testing.assert_allclose(got, want, rtol=1e-6 if got.dtype == np.float32 else 0, atol=0)
+
+
+def test_int8_gemm_extreme_values_under_qemu(runner: Path, tmp_path: Path) -> None:
+    """255 x -128 over K = 1000 on sdot (as int8: 127 x -128, plus the shift's terms)."""
+    g, _ = const_weight_gemm(5, 1000, 20, "uint8", az="scalar", bz="scalar")
+    feeds = {"a": np.full((5, 1000), 255, np.uint8)}
+    want = kiln.run_reference(g, feeds)
+    lib = kiln.compile(g, "arm-neon-dotprod")
+    got = run(runner, lib.export(tmp_path / "extreme.so"), [feeds["a"]], tmp_path / "run",
+              arm_libs=ARM_LIBS)
+    np.testing.assert_array_equal(got[0], want[0])
 
 
 MODELS = Path(os.environ.get("KILN_MODELS", Path(__file__).parents[2] / ".cache" / "models"))

@@ -6,15 +6,17 @@ an int32 accumulator: ``integer_product`` widens each operand and subtracts its 
 inside the reduction, so the x86 GEMM template tiles it like a float GEMM (the product is
 ``vpmulld`` + ``vpaddd`` instead of an FMA).
 
-With AVX-512 VNNI and a constant weight, ``vnni_matmul_integer`` instead computes the raw
-``sum_k a * b`` on uint8 x int8 (one ``vpdpbusd`` multiplies 4 k steps of 16 columns) and
-applies the zero points once per output element, outside the reduction:
+With an int8 dot-product instruction (AVX-512 VNNI's ``vpdpbusd``: uint8 x int8; NEON
+dotprod's ``sdot``: int8 x int8) and a constant weight, ``dot_matmul_integer`` instead computes
+the raw ``sum_k a * b`` (one instruction multiplies 4 k steps of 16 or 4 columns) and applies
+the zero points once per output element, outside the reduction:
 
     sum_k (a - az)(b - bz) = sum_k a*b - az * colsum(b) - bz * rowsum(a) + K * az * bz
 
 ``colsum(b)`` is computed at compile time; ``rowsum(a)`` is a small reduction, built only when
-``bz`` may be nonzero. An int8 activation becomes uint8 as ``a + 128`` with ``az + 128``: the
-difference ``a - az`` is unchanged; likewise a uint8 weight becomes int8 as ``b - 128``.
+``bz`` may be nonzero. An activation of the other signedness is shifted by 128 (``a + 128``
+to uint8, ``a - 128`` to int8) and its zero point with it: the difference ``a - az`` is
+unchanged; likewise a uint8 weight becomes int8 as ``b - 128``.
 """
 
 from __future__ import annotations
@@ -111,69 +113,70 @@ def integer_product(out_shape: Sequence[int], a: te.Tensor, az: te.Tensor,
 
 
 # one vpdpbusd: 16 int32 lanes (columns of C), each the sum of 4 u8 x s8 products (k steps)
-VNNI_LANES, VNNI_GROUP = 16, 4
+DOT_GROUP = 4      # the k steps one int32 lane of vpdpbusd / sdot sums
 
 
-def pack_weight_vnni(b_kn: np.ndarray, nr: int) -> np.ndarray:
+def pack_weight_dot(b_kn: np.ndarray, nr: int) -> np.ndarray:
     """Pack a [K, N] int8 weight into panels [ceil(N / nr), ceil(K / 4), nr, 4]:
     ``Bp[p, q, r, g] = B[4 q + g, p * nr + r]``, zero past K and N. For one panel and one
-    group of 4 k steps, the ``nr x 4`` bytes are contiguous: ``nr / 16`` zmm loads, each the
-    int8 operand of one ``vpdpbusd``."""
+    group of 4 k steps, the ``nr x 4`` bytes are contiguous: each vector of them (64 bytes
+    for a zmm, 16 for a q register) is the int8 operand of one dot-product instruction."""
     k, n = b_kn.shape
-    kq, panels = -(-k // VNNI_GROUP), -(-n // nr)
-    padded = np.zeros((kq * VNNI_GROUP, panels * nr), dtype=np.int8)
+    kq, panels = -(-k // DOT_GROUP), -(-n // nr)
+    padded = np.zeros((kq * DOT_GROUP, panels * nr), dtype=np.int8)
     padded[:k, :n] = b_kn
     return np.ascontiguousarray(
-        padded.reshape(kq, VNNI_GROUP, panels, nr).transpose(2, 0, 3, 1))
+        padded.reshape(kq, DOT_GROUP, panels, nr).transpose(2, 0, 3, 1))
 
 
-def vnni_matmul_integer(n: NodeInfo, a: te.Tensor, az: te.Tensor, bz: te.Tensor,
-                        bp: te.Tensor, colsum: te.Tensor | None, k_extent: int, m_pad: Any,
-                        bz_zero: bool) -> te.Tensor:
-    """``matmul_integer`` with the weight packed by ``pack_weight_vnni`` into ``bp``:
+def dot_matmul_integer(n: NodeInfo, a: te.Tensor, az: te.Tensor, bz: te.Tensor,
+                       bp: te.Tensor, colsum: te.Tensor | None, k_extent: int, m_pad: Any,
+                       bz_zero: bool, a8: str) -> te.Tensor:
+    """``matmul_integer`` with the weight packed by ``pack_weight_dot`` into ``bp``, for a dot
+    instruction whose activation bytes are ``a8`` ("uint8": vpdpbusd; "int8": sdot):
 
-    - ``<name>_a_u8`` [..., m_pad, K4]: A as uint8 (``a + 128`` for int8), rows past M
-      re-read the last row, k past K is 0 (a whole group of 4, matching Bp's zero padding);
-      A itself when it is uint8 already on that grid;
-    - ``<name>_rowsum`` [..., m_pad]: ``sum_k a_u8`` (only when ``bz`` may be nonzero);
-    - ``<name>_gemm`` [..., m_pad, n_pad]: ``sum_k int32(a_u8) * int32(b)``, the plain body
-      the VNNI tensor intrinsic matches (no zero point, no select inside);
+    - ``<name>_a8`` [..., m_pad, K4]: A as ``a8`` (shifted by 128 when of the other
+      signedness), rows past M re-read the last row, k past K is 0 (a whole group of 4,
+      matching Bp's zero padding); A itself when it is ``a8`` already on that grid;
+    - ``<name>_rowsum`` [..., m_pad]: ``sum_k a8`` (only when ``bz`` may be nonzero);
+    - ``<name>_gemm`` [..., m_pad, n_pad]: ``sum_k int32(a8) * int32(b)``, the plain body
+      the dot tensor intrinsic matches (no zero point, no select inside);
     - ``<name>`` [..., M, N]: the GEMM's real part plus ``K za zb - za colsum - zb rowsum``,
       once per output element (the schedule's epilogue, with whatever follows).
 
-    ``colsum`` [N] is ``sum_k b`` (None when ``az`` is a constant zero and
-    ``a`` is uint8); ``bz_zero``: ``bz`` is a constant zero, so no rowsum. A uint8 weight is
-    packed as ``b - 128`` (int8), and its zero point taken as ``bz - 128``."""
+    ``colsum`` [N] is ``sum_k b`` (None when ``a - az`` is ``a8`` as is: a constant zero
+    ``az`` of type ``a8``); ``bz_zero``: ``bz`` is a constant zero, so no rowsum. A uint8
+    weight is packed as ``b - 128`` (int8), and its zero point taken as ``bz - 128``."""
     shape, a_shape = n.shape, shape_of(a)
     batch, m, n_cols = shape[:-2], shape[-2], shape[-1]
     panels, kq, nr, _ = shape_of(bp)
-    k_pad, n_pad = kq * VNNI_GROUP, panels * nr
+    k_pad, n_pad = kq * DOT_GROUP, panels * nr
     clamp_rows = not isinstance(m, int) or m_pad > m     # rows past M re-read row M - 1
-    signed = a.dtype == "int8"
-    to_u8 = (lambda v: (v.astype("int32") + 128).astype("uint8")) if signed else (lambda v: v)
+    shift = 0 if a.dtype == a8 else (128 if a8 == "uint8" else -128)
+    to_a8 = (lambda v: (v.astype("int32") + shift).astype(a8)) if shift else (lambda v: v)
 
-    def a_u8_fn(*i: Any) -> Any:
+    def a8_fn(*i: Any) -> Any:
         *b, r, kk = i
         row = tirx.min(r, m - 1) if clamp_rows else r
         a_dims = (*batch, m, a_shape[-1])
         if k_pad == k_extent:
-            return to_u8(a(*broadcast_index(a, a_dims, (*b, row, kk))))
+            return to_a8(a(*broadcast_index(a, a_dims, (*b, row, kk))))
         inside = a(*broadcast_index(a, a_dims, (*b, row, tirx.min(kk, k_extent - 1))))
-        return tirx.if_then_else(kk < k_extent, to_u8(inside), tirx.const(0, "uint8"))
+        return tirx.if_then_else(kk < k_extent, to_a8(inside), tirx.const(0, a8))
 
-    if signed or clamp_rows or k_pad != k_extent or tuple(a_shape) != (*batch, m, k_extent):
-        a_u8 = te.compute((*batch, m_pad, k_pad), a_u8_fn, name=f"{n.name}_a_u8")
+    if shift or clamp_rows or k_pad != k_extent or tuple(a_shape) != (*batch, m, k_extent):
+        a_8 = te.compute((*batch, m_pad, k_pad), a8_fn, name=f"{n.name}_a8")
     else:
-        a_u8 = a        # already uint8 on the grid: no copy
+        a_8 = a        # already a8 on the grid: no copy
     rowsum = None
     if not bz_zero:
         kr = te.reduce_axis((0, k_pad), name="k")
         rowsum = te.compute((*batch, m_pad), lambda *i: te.sum(
-            a_u8(*i, kr).astype("int32"), axis=kr), name=f"{n.name}_rowsum")
+            a_8(*i, kr).astype("int32"), axis=kr), name=f"{n.name}_rowsum")
     k = te.reduce_axis((0, k_pad), name="k")
     c = te.compute((*batch, m_pad, n_pad), lambda *i: te.sum(
-        a_u8(*i[:-1], k).astype("int32")
-        * bp(i[-1] // nr, k // VNNI_GROUP, i[-1] % nr, k % VNNI_GROUP).astype("int32"),
+        a_8(*i[:-1], k).astype("int32")
+        * bp(i[-1] // nr, k // DOT_GROUP, i[-1] % nr, k % DOT_GROUP).astype("int32"),
         axis=k), name=f"{n.name}_gemm")
     a_rows, b_cols = (*shape[:-1], 1), (*batch, 1, n_cols)
 
@@ -181,8 +184,8 @@ def vnni_matmul_integer(n: NodeInfo, a: te.Tensor, az: te.Tensor, bz: te.Tensor,
         *lead, col = i
         acc = c(*i)
         za = az(*broadcast_index(az, a_rows, (*lead, 0))).astype("int32")
-        if signed:
-            za = za + 128
+        if shift:
+            za = za + shift
         zb = bz(*broadcast_index(bz, b_cols, (*lead[:-1], 0, col))).astype("int32")
         if bz.dtype == "uint8":         # the weight was shifted by -128 when packed
             zb = zb - 128

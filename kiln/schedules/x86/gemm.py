@@ -47,17 +47,20 @@ def default_gemm_knobs(m: int, n: int, k: int, isa: Isa) -> CpuGemmKnobs:
     """Untuned defaults derived from the vector width and the problem size.
 
     AVX-512: an 8 x 32 tile is 16 zmm accumulators + 2 of B + 1 broadcast of A = 19 of 32
-    registers; AVX2: 6 x 16 is 12 ymm + 2 + 1 = 15 of 16; NEON (aarch64): 8 x 12 is 24 q
-    registers + 3 + 1 = 28 of 32. 16 / 12 / 24 independent FMA chains
-    cover the FMA latency (4 cycles) x issue width (2 per cycle). The cache tile takes 4 to 8
-    register tiles of rows (whichever pads M least: the padding rows are computed for nothing)
-    and up to 4 panels of columns (a divisor of the panel count, so no panel is partial).
+    registers; AVX2: 6 x 16 is 12 ymm + 2 + 1 = 15 of 16. 16 / 12 independent FMA chains
+    cover the FMA latency (4 cycles) x issue width (2 per cycle). (NEON's tile:
+    ``kiln.schedules.arm.gemm``.)
     """
     lanes = isa.lanes("float32")
     nr = 2 * lanes if n > lanes else lanes
-    mr = min(8 if isa is Isa.AVX512 else 6, m)
-    if isa is Isa.NEON and n > 2 * lanes:
-        nr, mr = 3 * lanes, min(8, m)    # 8 x 12: 24 q accumulators + 3 of B + 1 of A
+    return knobs_around(m, n, k, min(8 if isa is Isa.AVX512 else 6, m), nr)
+
+
+def knobs_around(m: int, n: int, k: int, mr: int, nr: int) -> CpuGemmKnobs:
+    """The cache tile and unrolling around an ``mr`` x ``nr`` register tile: 4 to 8 register
+    tiles of rows (whichever pads M least: the padding rows are computed for nothing), up to
+    4 panels of columns (a divisor of the panel count, so no panel is partial), k unrolled
+    8, 4, 2 or 1 times (dividing K)."""
     if m > 4 * mr:
         mc = min((mr * t for t in range(8, 3, -1)), key=lambda c: round_up(m, c))
     else:
@@ -73,10 +76,12 @@ def round_up(x: Any, tile: int) -> Any:
     return ceil_div(x, tile) * tile
 
 
-def register_tile_epilogue(sch: s_tir.Schedule, block: Any, loop: Any, fuse: bool) -> None:
+def register_tile_epilogue(sch: s_tir.Schedule, block: Any, loop: Any, fuse: bool,
+                           lanes: int | None = None) -> None:
     """Keep a GEMM ``block``'s register tile in registers ("local") and write it back under
-    ``loop``, vectorised; with ``fuse``, the write-back inlined into the (single) epilogue
-    block, which reads the registers directly and stores C once."""
+    ``loop``, vectorised (in vectors of ``lanes``, unrolled, when given); with ``fuse``, the
+    write-back inlined into the (single) epilogue block, which reads the registers directly
+    and stores C once."""
     write_back = sch.cache_write(block, 0, "local")
     if fuse:
         sch.compute_inline(write_back)
@@ -85,6 +90,9 @@ def register_tile_epilogue(sch: s_tir.Schedule, block: Any, loop: Any, fuse: boo
         out = write_back
     sch.reverse_compute_at(out, loop)
     inner = sch.get_loops(out)[-1]
+    if lanes and runs_more_than(sch, inner, lanes):
+        vectors, inner = sch.split(inner, [None, lanes])
+        sch.unroll(vectors)
     if runs_more_than(sch, inner, 1):
         sch.vectorize(inner)
 
@@ -124,19 +132,26 @@ def schedule_gemm(sch: s_tir.Schedule, gemm: str, cfg: CpuGemmKnobs, isa: Isa) -
     inline_pointwise(sch, keep={gemm, *packs})  # the epilogue becomes one block, reading C
     block = sch.get_sblock(gemm)
     *batch, m, n, k = sch.get_loops(block)
+    lanes = isa.lanes("float32")
     mt, mo, mi = sch.split(m, [None, cfg.mc // cfg.mr, cfg.mr])
-    nt, no, ni = sch.split(n, [None, cfg.nc // cfg.nr, cfg.nr])
+    # n: task columns x register tiles x the tile's vectors (nv) x lanes (ni): vectors of one
+    # register each (a 12-wide NEON tile as one <12 x float> made LLVM rebuild it lane by lane)
+    nt, no, nv, ni = sch.split(n, [None, cfg.nc // cfg.nr, cfg.nr // lanes, lanes])
     ko, ki = sch.split(k, [None, cfg.ku])
-    sch.reorder(*batch, mt, nt, mo, no, ko, ki, mi, ni)
+    sch.reorder(*batch, mt, nt, mo, no, ko, ki, mi, nv, ni)
     task = sch.fuse(*batch, mt, nt)
     sch.parallel(task)                          # tasks write disjoint C tiles: no locks
-    sch.unroll(ki)
-    sch.unroll(mi)
+    for loop in (ki, mi, nv):
+        sch.unroll(loop)
     sch.vectorize(ni)
     # Accumulate the tile in registers; the epilogue reads them directly and stores C once.
-    register_tile_epilogue(sch, block, no, fuse=gemm not in out_names)
+    register_tile_epilogue(sch, block, no, fuse=gemm not in out_names, lanes=lanes)
     for name in packs:                          # each task packs the panels it reads
         pack = sch.get_sblock(name)
         sch.compute_at(pack, task)
-        sch.vectorize(sch.get_loops(pack)[-1])
+        inner = sch.get_loops(pack)[-1]
+        if runs_more_than(sch, inner, lanes):
+            sch.unroll(sch.split(inner, [None, lanes])[0])
+            inner = sch.get_loops(pack)[-1]
+        sch.vectorize(inner)
     sch.decompose_reduction(block, ko)          # zero the accumulators once, before the k loop

@@ -1,6 +1,7 @@
 """The arm-neon targets on this x86 machine: kernels compile for aarch64 with NEON code (GEMM
-and convolution on fmla over .4s vectors), libraries link with the cross compiler into aarch64
-ELF files, and neither a compiled nor a loaded one pretends to run here."""
+and convolution on fmla over .4s vectors, the int8 GEMM on sdot with dotprod), libraries link
+with the cross compiler into aarch64 ELF files, and neither a compiled nor a loaded one
+pretends to run here."""
 
 from __future__ import annotations
 
@@ -17,9 +18,16 @@ import tvm
 import kiln
 from kiln import ops
 from kiln.codegen.pipeline import lower_graph
+from kiln.errors import KnobError
+from kiln.schedules.arm.int_gemm import SDOT
+from kiln.schedules.x86.int_gemm import DotGemmKnobs, schedule_dot_gemm
 from kiln.target import ARM_CC, get_target
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from int_gemm_graphs import const_weight_gemm  # noqa: E402
+
 FMLA_4S = re.compile(r"fmla\s+v\d+\.4s")
+SDOT_4S = re.compile(r"sdot\s+v\d+\.4s, v\d+\.16b, v\d+\.16b")
 
 
 def _asm(g: kiln.Graph, target: str = "arm-neon") -> dict[str, str]:
@@ -51,6 +59,34 @@ def test_conv2d_runs_on_fmla() -> None:
     g.output(ops.relu(ops.conv2d(x, w, padding=(1, 1, 1, 1))))
     (asm,) = _asm(g).values()
     assert FMLA_4S.search(asm)
+
+
+@pytest.mark.parametrize("adt", ["uint8", "int8"])
+def test_int8_gemm_runs_on_sdot_with_dotprod(adt: str) -> None:
+    """A constant-weight matmul_integer with its requantizing epilogue: on arm-neon-dotprod
+    one register tile of sdot (int8 x int8 into 4 int32 lanes) per group of 4 k steps, with
+    the weight packed into [N/nr, K/4, nr, 4] panels; plain arm-neon has no sdot and keeps
+    the widening template."""
+    g, _ = const_weight_gemm(21, 100, 50, adt, bz="columns", epilogue="requantize")
+    (kernel,) = lower_graph(g, "arm-neon-dotprod").kernels
+    assert "on sdot" in kernel.notes[0]
+    knobs = DotGemmKnobs(**{k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", kernel.notes[0])
+                            if k in ("mr", "nr", "mc", "nc", "ku")})
+    (packed,) = [a for a in kernel.args if isinstance(a, np.ndarray) and a.ndim == 4]
+    assert packed.shape == (-(-50 // knobs.nr), 25, knobs.nr, 4)
+    (asm,) = _asm(g, "arm-neon-dotprod").values()
+    assert len(SDOT_4S.findall(asm)) >= knobs.mr * knobs.nr // 4     # a whole register tile
+    (kernel,) = lower_graph(g, "arm-neon").kernels
+    assert "sdot" not in " ".join(kernel.notes)
+    assert not SDOT_4S.search(next(iter(_asm(g, "arm-neon").values())))
+
+
+def test_sdot_register_tile_must_fit_32_registers() -> None:
+    g, _ = const_weight_gemm(8, 16, 64)
+    (kernel,) = lower_graph(g, "arm-neon-dotprod").kernels
+    sch = tvm.s_tir.Schedule(kernel.te_func)
+    with pytest.raises(KnobError, match="32 vector registers"):
+        schedule_dot_gemm(sch, "matmul_integer_gemm", DotGemmKnobs(8, 16, 8, 16, 1), SDOT)
 
 
 def test_dotprod_target_enables_the_extension() -> None:

@@ -8,23 +8,23 @@ NumPy reference."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tvm
 
 import kiln
 from kiln.codegen.pipeline import Compilation
-from kiln.ir.ops.quant import requantize_steps
 from kiln.target import get_target
 from kiln.testing import assert_matches_reference
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from int_gemm_graphs import const_weight_gemm, ints  # noqa: E402
+
 needs_vnni = pytest.mark.skipif(not get_target("x86").vnni,
                                 reason="this CPU has no AVX-512 VNNI")
-
-
-def _ints(dtype: str, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
-    lo, hi = (0, 256) if dtype == "uint8" else (-128, 128)
-    return np.random.default_rng(seed).integers(lo, hi, shape).astype(dtype)
 
 
 def int_gemm(m: int, k: int, n: int, adt: str = "uint8", bdt: str = "int8",
@@ -32,17 +32,17 @@ def int_gemm(m: int, k: int, n: int, adt: str = "uint8", bdt: str = "int8",
              epilogue: bool = False) -> tuple[kiln.Graph, dict[str, np.ndarray]]:
     g = kiln.Graph("int_gemm")
     a = g.input("a", (*batch, m, k), adt)
-    b_data = _ints(bdt, (k, n), seed=1)
+    b_data = ints(bdt, (k, n), seed=1)
     b = g.constant(b_data, name="b", dtype=bdt) if const_b else g.input("b", (k, n), bdt)
-    az = _ints(adt, (m, 1) if per_channel else (), seed=2)
-    bz = _ints(bdt, (n,) if per_channel else (), seed=3)
+    az = ints(adt, (m, 1) if per_channel else (), seed=2)
+    bz = ints(bdt, (n,) if per_channel else (), seed=3)
     y = g.add("matmul_integer", [a, b, g.constant(az, name="az", dtype=adt),
                                  g.constant(bz, name="bz", dtype=bdt)])[0]
     if epilogue:   # what a dynamically quantized model does next: to float, times the scales
         y = g.add("cast", [y], dtype="float32")[0]
         y = g.add("mul", [y, g.input("scale", (), "float32")])[0]
     g.output(y)
-    feeds = {"a": _ints(adt, (*batch, m, k))}
+    feeds = {"a": ints(adt, (*batch, m, k))}
     if not const_b:
         feeds["b"] = b_data
     if epilogue:
@@ -92,46 +92,6 @@ def test_int_gemm_is_vectorised() -> None:
 
 
 # -- AVX-512 VNNI (vpdpbusd) -------------------------------------------------------------------
-def vnni_gemm(m: int, k: int, n: int, adt: str = "uint8", az: str = "runtime",
-              bz: str = "zero", batch: tuple[int, ...] = (), epilogue: str = "",
-              seed: int = 0, bdt: str = "int8") -> tuple[kiln.Graph, dict[str, np.ndarray]]:
-    """matmul_integer with a constant weight (``bdt``). ``az``: "runtime" (a scalar input, as
-    DynamicQuantizeLinear makes), "zero", "scalar" or "rows" (constants); ``bz``: "zero",
-    "scalar" or "columns" (constants). ``epilogue``: "" (int32 out), "dequantize" (cast, times
-    a scale) or "requantize" (fixed-point rescale, add a zero point, clamp to int8)."""
-    g = kiln.Graph("vnni_gemm")
-    a = g.input("a", (*batch, m, k), adt)
-    b = g.constant(_ints(bdt, (k, n), seed + 1), name="b", dtype=bdt)
-    feeds = {"a": _ints(adt, (*batch, m, k), seed)}
-    if az == "runtime":
-        a_zp = g.input("az", (), adt)
-        feeds["az"] = _ints(adt, (), seed + 2)
-    else:
-        shape = (m, 1) if az == "rows" else ()
-        data = np.zeros(shape, adt) if az == "zero" else _ints(adt, shape, seed + 2)
-        a_zp = g.constant(data, name="az", dtype=adt)
-    bz_shape = (n,) if bz == "columns" else ()
-    bz_data = np.zeros(bz_shape, bdt) if bz == "zero" else _ints(bdt, bz_shape, seed + 3)
-    y = g.add("matmul_integer", [a, b, a_zp, g.constant(bz_data, name="bz", dtype=bdt)])[0]
-    if epilogue == "dequantize":
-        y = g.add("cast", [y], dtype="float32")[0]
-        y = g.add("mul", [y, g.input("scale", (), "float32")])[0]
-        feeds["scale"] = np.array(0.003, np.float32)
-    elif epilogue == "requantize":
-        for i, (mult, shift) in enumerate(requantize_steps(1e-4, 255 * 128 * 4 * k)):
-            y = g.add("fixed_point_multiply", [
-                y, g.constant(mult.astype(np.int32), name=f"m{i}", dtype="int32"),
-                g.constant(shift.astype(np.int32), name=f"s{i}", dtype="int32")])[0]
-        y = g.add("add", [y, g.constant(np.array(3, np.int32), name="yz", dtype="int32")])[0]
-        y = g.add("maximum", [y, g.constant(np.array(-128, np.int32), name="lo",
-                                            dtype="int32")])[0]
-        y = g.add("minimum", [y, g.constant(np.array(127, np.int32), name="hi",
-                                            dtype="int32")])[0]
-        y = g.add("cast", [y], dtype="int8")[0]
-    g.output(y)
-    return g, feeds
-
-
 def _vnni_kernel(g: kiln.Graph) -> Compilation:
     c = kiln.compile_stages(g)
     (kernel,) = c.kernels
@@ -146,7 +106,7 @@ def _vnni_kernel(g: kiln.Graph) -> Compilation:
 def test_vnni_ragged_shapes(m: int, k: int, n: int, adt: str) -> None:
     """M, N and K off the 4 / 16 / tile grid: K padded with zero groups, N with zero panels,
     M with clamped rows; a runtime activation zero point (uint8 and int8 = uint8 - 128)."""
-    g, feeds = vnni_gemm(m, k, n, adt)
+    g, feeds = const_weight_gemm(m, k, n, adt)
     _vnni_kernel(g)
     assert_matches_reference(g, feeds, rtol=0, atol=0)
 
@@ -159,7 +119,7 @@ def test_vnni_ragged_shapes(m: int, k: int, n: int, adt: str) -> None:
 def test_vnni_zero_points(az: str, bz: str, adt: str) -> None:
     """Per-tensor, per-row and per-column zero points, constant or runtime, folded outside
     the dot product: - az colsum(b) - bz rowsum(a) + K az bz."""
-    g, feeds = vnni_gemm(19, 45, 37, adt, az, bz)
+    g, feeds = const_weight_gemm(19, 45, 37, adt, az, bz)
     _vnni_kernel(g)
     assert_matches_reference(g, feeds, rtol=0, atol=0)
 
@@ -170,7 +130,7 @@ def test_vnni_zero_points(az: str, bz: str, adt: str) -> None:
 def test_vnni_uint8_weight(adt: str, bz: str) -> None:
     """A uint8 weight is packed as b - 128 (int8) with bz - 128: a zero bz becomes -128, so
     the row sums always come in."""
-    g, feeds = vnni_gemm(23, 70, 41, adt, "runtime", bz, bdt="uint8")
+    g, feeds = const_weight_gemm(23, 70, 41, adt, "runtime", bz, bdt="uint8")
     _vnni_kernel(g)
     assert_matches_reference(g, feeds, rtol=0, atol=0)
 
@@ -178,7 +138,7 @@ def test_vnni_uint8_weight(adt: str, bz: str) -> None:
 @needs_vnni
 @pytest.mark.parametrize("bz", ["zero", "columns"])
 def test_vnni_batched_with_dequantize_epilogue(bz: str) -> None:
-    g, feeds = vnni_gemm(9, 40, 33, batch=(2,), bz=bz, epilogue="dequantize")
+    g, feeds = const_weight_gemm(9, 40, 33, batch=(2,), bz=bz, epilogue="dequantize")
     _vnni_kernel(g)
     assert_matches_reference(g, feeds, rtol=1e-6, atol=0)
 
@@ -188,7 +148,7 @@ def test_vnni_batched_with_dequantize_epilogue(bz: str) -> None:
 def test_vnni_fused_requantize_epilogue(adt: str, bz: str) -> None:
     """The int32 result rescaled in fixed point, offset and clamped to int8, in the GEMM's
     kernel: exact."""
-    g, feeds = vnni_gemm(21, 100, 50, adt, bz=bz, epilogue="requantize")
+    g, feeds = const_weight_gemm(21, 100, 50, adt, bz=bz, epilogue="requantize")
     _vnni_kernel(g)
     assert_matches_reference(g, feeds, rtol=0, atol=0)
 
@@ -196,9 +156,9 @@ def test_vnni_fused_requantize_epilogue(adt: str, bz: str) -> None:
 @needs_vnni
 def test_vnni_extreme_values() -> None:
     """All operands at their extremes (255 x -128 over K = 1000): the int32 sums are exact."""
-    g, _ = vnni_gemm(5, 1000, 20, "uint8", az="scalar", bz="scalar")
+    g, _ = const_weight_gemm(5, 1000, 20, "uint8", az="scalar", bz="scalar")
     assert_matches_reference(g, {"a": np.full((5, 1000), 255, np.uint8)}, rtol=0, atol=0)
-    g, _ = vnni_gemm(5, 1000, 20, "int8", az="scalar", bz="columns")
+    g, _ = const_weight_gemm(5, 1000, 20, "int8", az="scalar", bz="columns")
     assert_matches_reference(g, {"a": np.full((5, 1000), -128, np.int8)}, rtol=0, atol=0)
 
 
@@ -207,7 +167,7 @@ def test_vnni_weight_packed_with_column_sums() -> None:
     """The weight goes in as [N/nr, K/4, nr, 4] int8 panels (zero-padded), its column sums as
     int32; the asm multiplies with vpdpbusd on zmm registers (vpmulld is left only in the
     epilogue, for az * colsum)."""
-    g, _ = vnni_gemm(7, 13, 40)
+    g, _ = const_weight_gemm(7, 13, 40)
     c = _vnni_kernel(g)
     (kernel,) = c.kernels
     packed = [a for a in kernel.args if isinstance(a, np.ndarray) and a.dtype == np.int8]
@@ -224,7 +184,7 @@ def test_vnni_weight_packed_with_column_sums() -> None:
 def test_no_vnni_keeps_the_widening_template() -> None:
     """Targets without VNNI (AVX2, skylake AVX-512) and a runtime weight take the widening
     template, still exact."""
-    g, feeds = vnni_gemm(7, 13, 5, "int8", bz="columns")
+    g, feeds = const_weight_gemm(7, 13, 5, "int8", bz="columns")
     for target in ("x86-avx2", "x86-avx512"):
         (kernel,) = kiln.compile_stages(g, target=target).kernels
         assert not any("vpdpbusd" in note for note in kernel.notes)
@@ -241,7 +201,7 @@ def test_vnni_symbolic_rows(adt: str) -> None:
     several lengths, each exact."""
     g = kiln.Graph("vnni_symbolic")
     a = g.input("a", ("m", 45), adt)
-    b_data = _ints("int8", (45, 37), seed=1)
+    b_data = ints("int8", (45, 37), seed=1)
     y = g.add("matmul_integer", [a, g.constant(b_data, name="b", dtype="int8"),
                                  g.input("az", (), adt),
                                  g.constant(np.array(0, np.int8), name="bz", dtype="int8")])[0]
@@ -249,6 +209,6 @@ def test_vnni_symbolic_rows(adt: str) -> None:
     _vnni_kernel(g)
     lib = kiln.compile(g)
     for m in (1, 5, 64, 77, 130):
-        feeds = {"a": _ints(adt, (m, 45), seed=m), "az": np.array(3, adt)}
+        feeds = {"a": ints(adt, (m, 45), seed=m), "az": np.array(3, adt)}
         want = (feeds["a"].astype(np.int64) - 3) @ b_data.astype(np.int64)
         np.testing.assert_array_equal(lib(**feeds)[0], want)
