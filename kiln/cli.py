@@ -78,6 +78,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _duration(text: str) -> float:
+    """Seconds from "90", "90s", "10m" or "1h"."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not m or float(m.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (90s, 10m, 1h)")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL",
                    help="an ONNX model (.onnx) or a Python file defining build() -> kiln.Graph")
@@ -109,7 +117,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("-o", "--output", required=True, metavar="LIB.so",
                    help="where to write the library")
+    p.add_argument("--tuning-db", metavar="FILE.jsonl",
+                   help="apply the best knobs 'kiln tune' recorded here (defaults elsewhere)")
     p.set_defaults(run=_cmd_compile)
+
+    p = sub.add_parser("tune", formatter_class=fmt, help="tune the schedule knobs of a model",
+                       description="Search the schedule knobs of each distinct kernel of "
+                                   "MODEL, measuring every\ntrial in a worker process (here, or "
+                                   "on a device over TVM RPC) and appending it\nto the database "
+                                   "at once; rerunning resumes. Prints default vs tuned time\n"
+                                   "per workload.",
+                       epilog="example:\n  kiln tune bert.onnx --trials 64 --time-budget 10m "
+                              "--db bert.jsonl\n  kiln compile bert.onnx -o bert.so "
+                              "--tuning-db bert.jsonl")
+    _add_model_args(p)
+    p.add_argument("--trials", type=_positive_int, default=64, metavar="N",
+                   help="trials per workload, those already in the database included "
+                        "(default: 64)")
+    p.add_argument("--time-budget", type=_duration, metavar="T",
+                   help="stop after this long in all (90s, 10m, 1h; default: no limit)")
+    p.add_argument("--db", required=True, metavar="FILE.jsonl", help="the tuning database")
+    p.add_argument("--rpc", metavar="HOST:PORT[,...]",
+                   help="measure on the device behind this TVM RPC server "
+                        "(python -m tvm.exec.rpc_server there); several: one trial on each "
+                        "at once")
+    p.add_argument("--timeout", type=_duration, default=60.0, metavar="T",
+                   help="a trial's build and run past this is killed (default: 60s)")
+    p.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="time kernels on N threads (default: every core; the library runs "
+                        "on what kiln.set_num_threads / TVM_NUM_THREADS say)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_cmd_tune)
 
     p = sub.add_parser("run", formatter_class=fmt, help="run a compiled library on .npy inputs",
                        description="Run a library written by 'kiln compile' on inputs read "
@@ -276,12 +314,36 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     _probe_writable(out)
     start = time.perf_counter()
-    lib = kiln.compile(model, target, shapes or None)
+    if args.tuning_db is not None and not Path(args.tuning_db).is_file():
+        raise UsageError(f"--tuning-db {args.tuning_db}: no such file")
+    lib = kiln.compile(model, target, shapes or None, tuning_db=args.tuning_db)
     seconds = time.perf_counter() - start
     lib.export(out)
     n = len(lib.compilation.kernels)
     print(f"wrote {out}: {_human_size(out.stat().st_size)}, {n} kernel{'s' * (n != 1)} "
           f"for {target}, compiled in {seconds:.2f} s")
+    return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from kiln.tune import format_results, tune
+    target = get_target(args.target)
+    if target.is_cuda:
+        raise UsageError("kiln tune covers the CPU targets (x86, arm-neon); the cuda templates "
+                         "take their defaults")
+    rpc = None if args.rpc is None else args.rpc.split(",")
+    for address in rpc or []:
+        if not re.fullmatch(r"[^:\s,]+:\d+", address):
+            raise UsageError(f"--rpc {args.rpc}: expected HOST:PORT[,HOST:PORT...]")
+    if target.is_arm and args.rpc is None:
+        raise UsageError(f"{target.name} libraries do not run here: measure them on the "
+                         "board with --rpc HOST:PORT")
+    _probe_writable(Path(args.db))
+    results = tune(load_model(args.model), target, args.trials, args.time_budget, args.db,
+                   rpc, _input_shapes(args.input_shape) or None,
+                   progress=not args.quiet, timeout=args.timeout, threads=args.threads)
+    print(format_results(results))
+    print(f"records in {args.db}; apply them with: kiln compile ... --tuning-db {args.db}")
     return 0
 
 

@@ -13,7 +13,7 @@ from kiln.codegen.pipeline import Compilation, build, lower_graph
 from kiln.errors import KilnError
 from kiln.ir.graph import Graph
 from kiln.ir.specialize import specialize
-from kiln.target import Target
+from kiln.target import Target, get_target
 
 Shapes = Mapping[str, Sequence[int | str]]
 
@@ -45,14 +45,21 @@ def to_graph(model: object, input_shapes: Shapes | None = None,
 
 def compile_stages(model: object, target: str | Target = "x86",
                    input_shapes: Shapes | None = None,
-                   constants: Mapping[str, np.ndarray] | None = None) -> Compilation:
+                   constants: Mapping[str, np.ndarray] | None = None,
+                   tuning_db: str | os.PathLike | None = None) -> Compilation:
     """Every stage of compiling ``model``, before code generation (for ``kiln inspect``)."""
-    return lower_graph(to_graph(model, input_shapes, constants), target)
+    tgt = get_target(target)
+    knobs_for = None
+    if tuning_db is not None:
+        from kiln.tune.tuner import tuned_knobs
+        knobs_for = tuned_knobs(tuning_db, tgt)
+    return lower_graph(to_graph(model, input_shapes, constants), tgt, knobs_for)
 
 
 def compile(model: object, target: str | Target = "x86",  # noqa: A001
             input_shapes: Shapes | None = None,
-            constants: Mapping[str, np.ndarray] | None = None) -> Library:
+            constants: Mapping[str, np.ndarray] | None = None,
+            tuning_db: str | os.PathLike | None = None) -> Library:
     """Compile ``model`` for ``target`` ("x86", "x86-avx2", "x86-avx512", "arm-neon",
     "arm-neon-dotprod", "cuda", "cuda-sm80").
 
@@ -60,7 +67,8 @@ def compile(model: object, target: str | Target = "x86",  # noqa: A001
     ``input_shapes`` maps input names to shapes: an int fixes a dim, a str names a symbolic
     one (``{"input_ids": (1, "seq")}``). ``constants`` binds ONNX graph inputs to values
     (inputs kiln needs while compiling, such as a Resize's scales fed as an input); they
-    are no longer inputs of the library.
+    are no longer inputs of the library. ``tuning_db``: a ``kiln tune`` database whose best
+    knobs replace the defaults for the workloads it has measured (others keep them).
     """
-    c = build(compile_stages(model, target, input_shapes, constants))
+    c = build(compile_stages(model, target, input_shapes, constants, tuning_db))
     return Library(c.executable, compilation=c)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from tvm import s_tir, te, tirx
 
-from kiln.errors import ModelError
+from kiln.errors import KnobError, ModelError
 from kiln.ir.dtype import to_storage
 from kiln.ir.graph import Node, Value
 from kiln.ir.ops.indexing import LOOP_NEST_OPS
@@ -101,10 +101,12 @@ class Kernel:
     notes: list[str] = field(default_factory=list)   # schedule decisions, for inspect
 
 
-def lower_group(group: Group, target: Target, name: str | None = None) -> Kernel:
-    """Build the TE of ``group``, make it a PrimFunc and schedule it for ``target``."""
+def lower_group(group: Group, target: Target, name: str | None = None,
+                knobs: Any = None) -> Kernel:
+    """Build the TE of ``group``, make it a PrimFunc and schedule it for ``target``, with the
+    template's default knobs or ``knobs`` (tuned ones, of the template's knob type)."""
     name = _ident(name or group.name)
-    plan = plan_schedule(group, target)
+    plan = plan_schedule(group, target, knobs)
     if plan.template is Template.FLASH_ATTENTION:
         return _flash_attention_kernel(group, plan, name)
     if plan.template is Template.WGMMA_GEMM:
@@ -118,10 +120,26 @@ def lower_group(group: Group, target: Target, name: str | None = None) -> Kernel
 
 
 # -- 1. plan ------------------------------------------------------------------------------------
-def plan_schedule(group: Group, target: Target) -> SchedulePlan:
-    """Pick the template from the group's anchor, with default knobs for its shape."""
+def plan_schedule(group: Group, target: Target, knobs: Any = None) -> SchedulePlan:
+    """Pick the template from the group's anchor, with default knobs for its shape, or
+    ``knobs`` where given (for the CPU templates that have knobs: GEMM, int8 dot GEMM, conv,
+    attention, row reduction)."""
     if target.is_cuda:
+        if knobs is not None:
+            raise KnobError("the cuda templates take their default knobs (no tuning yet)")
         return _plan_cuda(group, target)
+    plan = _plan_cpu(group, target, None)
+    if knobs is None:
+        return plan
+    if type(plan.knobs) is not type(knobs):
+        raise KnobError(f"{type(knobs).__name__} do not fit this group's template "
+                        f"({plan.template.value})")
+    plan = _plan_cpu(group, target, knobs)
+    plan.notes.append("knobs from tuning")
+    return plan
+
+
+def _plan_cpu(group: Group, target: Target, tuned: Any) -> SchedulePlan:
     anchor, isa = group.anchor, target.isa
     dtype = group.outputs[0].dtype.tvm
     if anchor is not None and anchor.op.name in RECURRENT_OPS:
@@ -134,13 +152,13 @@ def plan_schedule(group: Group, target: Target) -> SchedulePlan:
             "independent rows, vectorised over trailing dims)"])
     if group.is_attention:
         q, out = anchor.inputs[0].shape, group.outputs[0].shape
-        knobs = x86.default_attention_knobs(q[-2], out[-1], isa)
+        knobs = tuned or x86.default_attention_knobs(q[-2], out[-1], isa)
         return SchedulePlan(Template.ATTENTION, target, dtype, knobs, notes=[
             f"attention T={q[-2]} S={anchor.outputs[0].shape[-1]} d={q[-1]} dv={out[-1]}: "
             f"{knobs}, a {knobs.bq} x S block of scores per task (never T x S)"])
     if anchor is not None and _dot_gemm(anchor, target):
         m, n, k = _gemm_dims(anchor)
-        knobs = (arm.default_sdot_knobs if target.is_arm else default_vnni_knobs)(
+        knobs = tuned or (arm.default_sdot_knobs if target.is_arm else default_vnni_knobs)(
             _typical(m), n, k)
         return SchedulePlan(Template.DOT_GEMM, target, dtype, knobs,
                             packed_weight=anchor.inputs[1].data, notes=[
@@ -151,8 +169,8 @@ def plan_schedule(group: Group, target: Target) -> SchedulePlan:
     if anchor is not None and anchor.op.name in GEMM_OPS:
         m, n, k = _gemm_dims(anchor)
         dims = _typical(m), _typical(n), _typical(k)
-        knobs = arm.default_gemm_knobs(*dims) if target.is_arm \
-            else x86.default_gemm_knobs(*dims, isa)
+        knobs = tuned or (arm.default_gemm_knobs(*dims) if target.is_arm
+                          else x86.default_gemm_knobs(*dims, isa))
         # a symbolic N or K gets tiles that need no exact division of it: one panel per
         # task column, no unrolled k (TVM cannot prove a split of a symbolic extent exact)
         knobs = replace(knobs, nc=knobs.nc if isinstance(n, int) else knobs.nr,
@@ -175,15 +193,19 @@ def plan_schedule(group: Group, target: Target) -> SchedulePlan:
         if anchor.op.name == "conv_transpose2d":   # a conv2d over the zero-inserted input
             g = anchor.attrs.groups
             wshape = (wshape[1] * g, wshape[0] // g, *wshape[2:])
-        knobs = x86.default_conv_knobs(out.static_shape, wshape, anchor.attrs.groups, isa,
-                                       out.dtype.value)
+        knobs = tuned or x86.default_conv_knobs(out.static_shape, wshape,
+                                                anchor.attrs.groups, isa, out.dtype.value)
         return SchedulePlan(Template.CONV2D, target, dtype, knobs, notes=[
             f"{anchor.op.name} {format_shape(out.shape)} groups={anchor.attrs.groups}: {knobs}"])
     if anchor is not None and anchor.op.name == "pool":
         return SchedulePlan(Template.POOL, target, dtype, notes=[
             f"{anchor.attrs.mode} pool, kernel {list(anchor.attrs.kernel)}"])
     if group.kind is Pattern.REDUCTION:
-        return _reduction_plan(group, target, dtype, "generic schedule", "")
+        plan = _reduction_plan(group, target, dtype, "generic schedule", "")
+        if plan.template is Template.ROW_REDUCTION:
+            plan.knobs = tuned or x86.RowReductionKnobs()
+            plan.notes[0] += f": {plan.knobs}"
+        return plan
     return SchedulePlan(Template.INJECTIVE, target, dtype)
 
 
@@ -466,7 +488,7 @@ def apply_schedule(func: tirx.PrimFunc, plan: SchedulePlan,
     elif plan.template is Template.POOL:
         x86.schedule_pool(sch, anchor_block, lanes)
     elif plan.template is Template.ROW_REDUCTION:
-        return x86.schedule_row_reduction(sch, plan.row_rank, lanes)
+        return x86.schedule_row_reduction(sch, plan.row_rank, lanes, plan.knobs)
     elif plan.template is Template.GENERIC_REDUCTION:
         x86.schedule_generic_reduction(sch, lanes)
     elif plan.template is Template.RECURRENCE:

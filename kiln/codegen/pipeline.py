@@ -3,7 +3,9 @@ kept on the ``Compilation`` so ``kiln inspect`` and tests can look at it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import tvm
 from tvm import tirx
@@ -16,7 +18,7 @@ from kiln.codegen.lower import Kernel, check_cuda_support, cuda_attention, lower
 from kiln.errors import InternalError
 from kiln.ir.graph import Graph
 from kiln.ir.passes import FusedGraph, fuse_groups, optimize
-from kiln.ir.passes.fuse import cpu_attention
+from kiln.ir.passes.fuse import Group, cpu_attention
 from kiln.target import Target, get_target
 
 
@@ -41,14 +43,17 @@ class Compilation:
                         + ", ".join(k.name for k in self.kernels))
 
 
-def lower_graph(g: Graph, target: str | Target = "x86") -> Compilation:
-    """Every stage up to the Relax module, without invoking LLVM."""
+def lower_graph(g: Graph, target: str | Target = "x86",
+                knobs_for: Callable[[Group], Any] | None = None) -> Compilation:
+    """Every stage up to the Relax module, without invoking LLVM. ``knobs_for`` gives a
+    group's tuned knobs, or None for the template's defaults."""
     tgt = get_target(target)
     optimized = optimize(g)
     fused = fuse_groups(optimized, attention=cuda_attention if tgt.is_cuda else cpu_attention)
     if tgt.is_cuda:
         check_cuda_support(fused.groups)
-    kernels = [lower_group(grp, tgt) for grp in fused.groups]
+    kernels = [lower_group(grp, tgt, knobs=knobs_for(grp) if knobs_for else None)
+               for grp in fused.groups]
     return Compilation(tgt, g, optimized, fused, kernels, assemble(optimized, kernels))
 
 

@@ -15,9 +15,12 @@ Other reductions run with the innermost output axis vectorised and the outermost
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from tvm import s_tir, sym, tirx
 from tvm.runtime import DataType
 
+from kiln.errors import KnobError
 from kiln.schedules.x86 import tir_edit
 from kiln.schedules.x86.common import (
     block_name,
@@ -32,25 +35,43 @@ from kiln.schedules.x86.common import (
     worth_parallel,
 )
 
-# Independent accumulators per row reduction. A vector add or max has 4 cycles of latency and
-# two issue ports, so a single zmm accumulator runs the loop at 1/8 of the core's rate; four
-# chains (a 64-float partial that LLVM keeps in 4 zmm registers) hide most of the latency.
-CHAINS = 4
-FOLD_MIN = 2     # partials folded in vector halves down to this many, then a scalar loop
 # Rows up to this size get the next row prefetched while they are reduced (it then arrives in
 # L1 along with the current one); longer rows keep the hardware prefetcher's stream.
 PREFETCH_MAX_ROW_BYTES = 16384
 
 
-def _rfactor_lanes(sch: s_tir.Schedule, block, lanes: int) -> list[str]:
+@dataclass(frozen=True)
+class RowReductionKnobs:
+    """``chains``: independent vector accumulators per row. A vector add or max has 4 cycles
+    of latency and two issue ports, so one accumulator runs the loop at 1/8 of the core's
+    rate; four (a 64-float partial LLVM keeps in 4 zmm) hide most of it. ``fold_min``: the
+    partials are folded in vector halves down to this many lanes, then a scalar loop.
+    ``prefetch``: the next row (up to 16 KiB) is prefetched during this row's first pass."""
+
+    chains: int = 4
+    fold_min: int = 2
+    prefetch: bool = True
+
+
+def check_row_knobs(cfg: RowReductionKnobs) -> None:
+    for name in ("chains", "fold_min"):
+        v = getattr(cfg, name)
+        if v < 1 or v & (v - 1):
+            raise KnobError(f"row reduction knob {name}={v} must be a power of two >= 1")
+    if cfg.fold_min < 2:
+        raise KnobError(f"row reduction knob fold_min={cfg.fold_min} must be >= 2")
+
+
+def _rfactor_lanes(sch: s_tir.Schedule, block, lanes: int,
+                   cfg: RowReductionKnobs) -> list[str]:
     """Split the innermost reduce loop into vector partial results (``rfactor``) so the
-    reduction runs on vectors: ``CHAINS`` vectors of partials when the row is long enough,
-    then folded in halves (more rfactors) down to ``FOLD_MIN`` lanes, then to the scalar.
-    Returns the partial blocks' names; none when no vector width divides the loop (an
-    imperfect split is never used: rfactor would read past the row)."""
+    reduction runs on vectors: ``cfg.chains`` vectors of partials when the row is long
+    enough, then folded in halves (more rfactors) down to ``cfg.fold_min`` lanes, then to
+    the scalar. Returns the partial blocks' names; none when no vector width divides the
+    loop (an imperfect split is never used: rfactor would read past the row)."""
     r = sch.get_loops(block)[-1]
     n = extent(sch, r)
-    widths = (lanes * CHAINS, lanes, lanes // 2, lanes // 4)
+    widths = (lanes * cfg.chains, lanes, lanes // 2, lanes // 4)
     width = None if n is None else next(    # a symbolic row length: no split is known exact
         (w for w in widths if w > 1 and n % w == 0 and n >= 2 * w), None)
     if width is None:
@@ -60,7 +81,7 @@ def _rfactor_lanes(sch: s_tir.Schedule, block, lanes: int) -> list[str]:
     # The block now reduces `width` partials. Fold them in halves, each half a vector op
     # (64 -> 32 -> ... -> 2 -> the scalar): log2(width) dependent steps instead of a scalar
     # chain of `width` adds, which on short rows (attention's 128) costs more than the row.
-    while width > FOLD_MIN:
+    while width > cfg.fold_min:
         width //= 2
         _, ri = sch.split(sch.get_loops(block)[-1], [None, width])
         names.append(block_name(sch, sch.rfactor(ri, 0)))
@@ -73,11 +94,14 @@ def _vectorize_last(sch: s_tir.Schedule, loop, lanes: int) -> None:
         sch.vectorize(vi)
 
 
-def schedule_row_reduction(sch: s_tir.Schedule, row_rank: int, lanes: int) -> tirx.PrimFunc:
+def schedule_row_reduction(sch: s_tir.Schedule, row_rank: int, lanes: int,
+                           cfg: RowReductionKnobs | None = None) -> tirx.PrimFunc:
     """Schedule a kernel whose output's first ``row_rank`` axes index independent rows and
     whose reductions all run over the remaining (trailing) axes of a row. Returns the
     scheduled function with the edits schedules cannot make (``tir_edit``): the cached row
     the output reads kept in the output itself, and the next row prefetched."""
+    cfg = cfg or RowReductionKnobs()
+    check_row_knobs(cfg)
     inline_pointwise(sch, only_single_use=True)
     # the work is the elements a pass reads (rows x row length), not the output's size: an
     # arg_max or a log-sum-exp writes one value per row however long the row is
@@ -88,7 +112,7 @@ def schedule_row_reduction(sch: s_tir.Schedule, row_rank: int, lanes: int) -> ti
     # on rank-0 blocks ("block_realize == old_block_realize_"). Rare in inference (losses).
     if row_rank == 0:
         reductions = []
-    partials = {p for b in reductions for p in _rfactor_lanes(sch, b, lanes)}
+    partials = {p for b in reductions for p in _rfactor_lanes(sch, b, lanes, cfg)}
     (out,) = output_blocks(sch)
     loops = sch.get_loops(out)
     # when the output is itself the (cross-lane) reduction, its loops past the rows reduce
@@ -126,7 +150,7 @@ def schedule_row_reduction(sch: s_tir.Schedule, row_rank: int, lanes: int) -> ti
         sch.decompose_reduction(b, sch.get_loops(b)[depth])
     in_place = _cached_row_of_output(sch, out)
     prefetches = (_prefetch_next_row(sch, row, vector_partials[0], row_rank)
-                  if row is not None and vector_partials else None)
+                  if row is not None and vector_partials and cfg.prefetch else None)
     func = sch.mod["main"]
     if in_place:
         func = tir_edit.alias_to_output(func, *in_place)
@@ -157,7 +181,7 @@ def _cached_row_of_output(sch: s_tir.Schedule, out) -> tuple | None:
 
 def _prefetch_next_row(sch: s_tir.Schedule, row, first, row_rank: int) -> tuple | None:
     """Prefetches of the next row's input, spread over the first pass of this row: each
-    chunk of the ``first`` vector partial (``CHAINS`` vectors) prefetches the same chunk of
+    chunk of the ``first`` vector partial (``chains`` vectors) prefetches the same chunk of
     the next row. The hardware prefetcher does not cross a 4 KiB page and a row often is one, so
     without this each row starts on cache misses the core waits for. Returns (the chunk
     loop's variable, the prefetch statements), or None where the first pass reads no input
