@@ -104,8 +104,9 @@ def search_bench(names: list[str], trials: int, random_trials: int, rounds: int,
             for _ in range(rounds):          # the two winners again, alternately
                 for label, r in (("random", rand), ("search", ours)):
                     trial = measure(w, r.best, runner, inputs)
-                    again[label].append(trial.time_ms)
-            # each trial is the fastest of its repeats; over rounds, the median of those
+                    again[label].append(trial.vs_default * ours.default_ms)
+            # each trial: the winner's time / the default's, timed alternately within it (in
+            # the units of the search's default); over rounds, the median
             s, r = statistics.median(again["search"]), statistics.median(again["random"])
             rows.append((w, ours, rand, s, r, t1 - t0, t2 - t1))
     print(f"kiln tuning search vs random search on {kiln.target.get_target('x86')}, kernels "
@@ -122,13 +123,13 @@ def search_bench(names: list[str], trials: int, random_trials: int, rounds: int,
               f"search's speed ({ours.default_ms / s:.2f}x the default)")
 
 
-def model_bench(budget: float, rounds: int, threads: int | None) -> None:
+def model_bench(budget: float, rounds: int, threads: int | None, db: str | None) -> None:
     name = "paraphrase_minilm_l3"
     path = fetch(MODELS, [name])[name]
     feeds = example_feeds(name)
     shapes = {k: v.shape for k, v in feeds.items()}
     with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "minilm.jsonl"
+        db = Path(db) if db else Path(tmp) / "minilm.jsonl"
         t0 = time.monotonic()
         results = tune(path, "x86", trials=10_000, time_budget=budget, db=db,
                        input_shapes=shapes, progress=False, threads=threads)
@@ -165,11 +166,12 @@ def main() -> None:
     p.add_argument("--budget", type=float, default=600)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--threads", type=int)
+    p.add_argument("--db", help="keep the tuning database here (default: a temporary file)")
     args = ap.parse_args()
     if args.what == "search":
         search_bench(args.only.split(","), args.trials, args.random, args.rounds, args.threads)
     else:
-        model_bench(args.budget, args.rounds, args.threads)
+        model_bench(args.budget, args.rounds, args.threads, args.db)
 
 
 if __name__ == "__main__":

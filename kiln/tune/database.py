@@ -3,7 +3,11 @@
     {"workload": "c13a9bc357dfd484", "summary": "gemm M=128 N=384 K=384",
      "target": "x86:emeraldrapids:avx512", "knobs_type": "CpuGemmKnobs",
      "knobs": {"mr": 8, "nr": 32, "mc": 64, "nc": 128, "ku": 8}, "time_ms": 0.0412,
-     "error": null, "kiln": "0.1.0", "tvm": "0.27.0", "at": "2026-11-22T04:10:00Z"}
+     "vs_default": 0.93, "error": null, "kiln": "0.1.0", "tvm": "0.27.0",
+     "at": "2026-11-22T04:10:00Z"}
+
+``time_ms`` is the config's time against the default kernel timed alongside it
+(``vs_default``), in the units of the default's first measurement.
 
 Each record is one ``write`` of one whole line on a file opened for appending, then fsync'd:
 a ``kill -9`` lands before or after it, so a killed run loses at most the trial it was
@@ -74,10 +78,11 @@ class TuningDB:
                 self.skipped += 1
 
     def append(self, workload: str, target: str, knobs: Any, time_ms: float | None,
-               error: str | None, summary: str = "") -> None:
+               error: str | None, summary: str = "", vs_default: float | None = None) -> None:
         line = json.dumps({"workload": workload, "summary": summary, "target": target,
                            "knobs_type": type(knobs).__name__, "knobs": knobs_to_dict(knobs),
-                           "time_ms": time_ms, "error": error, **_versions(),
+                           "time_ms": time_ms, "vs_default": vs_default, "error": error,
+                           **_versions(),
                            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

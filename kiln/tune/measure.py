@@ -6,10 +6,14 @@ process (here, or on a remote device over TVM RPC), check its outputs against th
 
 The worker is a separate process (``spawn``): a kernel that crashes takes the worker down, one
 that hangs is killed at the timeout, and either costs one trial, not the run: the runner
-starts a fresh worker for the next. Timing: one warm-up call, then ``repeat`` timed repeats
-of at least ``min_repeat_ms`` each (``time_evaluator``), and the fastest of them: on a shared
-machine a repeat is slowed for whole stretches when another tenant takes a core (a 2-thread
-GEMM read 0.46 or 0.70 ms by turns), never sped up, so the fastest repeat is the kernel's.
+starts a fresh worker for the next.
+
+Timing: one warm-up call, then ``repeat`` timed repeats of at least ``min_repeat_ms`` each
+(``time_evaluator``), of which the fastest counts: a busy machine only ever slows a repeat.
+Busy stretches outlast a trial, though (a 2-thread GEMM read 0.46 or 0.70 ms by turns, and
+a whole search drifts), so each candidate is timed in ``PAIRS`` rounds alternating with the
+workload's default kernel, and its time is the median ratio to the default: the drift
+cancels, and every trial of a workload compares with the same yardstick.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ class Trial:
     knobs: Any
     time_ms: float | None = None
     error: str | None = None
+    vs_default: float | None = None     # its time / the default kernel's, timed alternately
+    default_ms: float | None = None     # the default kernel's time in this trial
 
     @property
     def ok(self) -> bool:
@@ -52,10 +58,12 @@ class Task:
     target: Target
     args: list[np.ndarray]           # inputs, in parameter order
     out_shapes: list[tuple[tuple[int, ...], str]]
-    repeat: int = 7
+    repeat: int = 3
     min_repeat_ms: int = 15
     rpc: str | None = None           # "host:port"
     threads: int | None = None       # the thread pool's size for the kernel (None: all cores)
+    baseline: Task | None = None     # the default kernel, timed alternately with this one
+    baseline_key: str = ""           # the worker compiles each baseline once
 
 
 @dataclass
@@ -64,6 +72,7 @@ class Inputs:
 
     feeds: dict[int, np.ndarray] = field(default_factory=dict)     # id(Value) -> array
     reference: list[np.ndarray] = field(default_factory=list)
+    baseline: Kernel | None = None      # the default kernel, lowered at the first trial
 
 
 def random_value(v: Value, rng: np.random.Generator) -> np.ndarray:
@@ -123,22 +132,30 @@ def measure(w: Workload, knobs: Any, runner: Runner, inputs: Inputs) -> Trial:
         return Trial(knobs, error=f"invalid: {e}")
     except Exception as e:          # a schedule the template cannot apply: one bad trial
         return Trial(knobs, error=f"schedule failed: {type(e).__name__}: {e}")
-    status, payload = runner.run(task_for(kernel, w.target, inputs, runner))
+    if inputs.baseline is None:
+        inputs.baseline = lower_group(w.group, w.target, name="baseline")
+    task = task_for(kernel, w.target, inputs, runner)
+    task.baseline = task_for(inputs.baseline, w.target, inputs, runner)
+    task.baseline_key = w.key
+    status, payload = runner.run(task)
     if status != "ok":
         return Trial(knobs, error=payload)
-    time_ms, outputs = payload
+    time_ms, default_ms, ratio, outputs = payload
     wrong = outputs_match(outputs, inputs.reference)
     if wrong:
         return Trial(knobs, error=f"wrong result: {wrong}")
-    return Trial(knobs, time_ms=time_ms)
+    return Trial(knobs, time_ms=time_ms, vs_default=ratio, default_ms=default_ms)
 
 
 # -- the worker process -------------------------------------------------------------------------
 _UPLOADS = itertools.count()
 
 
+PAIRS = 4          # alternating rounds of candidate and default per trial
+
+
 def _worker_main(conn: Any) -> None:
-    sessions: dict[str, Any] = {}
+    sessions: dict[str, Any] = {}       # RPC sessions, and compiled baselines
     while True:
         try:
             task = conn.recv()
@@ -152,7 +169,8 @@ def _worker_main(conn: Any) -> None:
             conn.send(("error", f"{type(e).__name__}: {str(e).strip().splitlines()[-1]}"))
 
 
-def _build_and_time(task: Task, sessions: dict[str, Any]) -> tuple[float, list[np.ndarray]]:
+def _load(task: Task, sessions: dict[str, Any]) -> tuple[Any, Any]:
+    """Compile ``task``'s kernel; the module and device it runs on (here, or uploaded)."""
     import tempfile
     from pathlib import Path
 
@@ -160,32 +178,52 @@ def _build_and_time(task: Task, sessions: dict[str, Any]) -> tuple[float, list[n
     from tvm.support import cc
 
     lib = tvm.compile(tvm.IRModule({task.name: task.func}), target=task.target.tvm())
-    if task.threads is not None:
-        from kiln.codegen.library import set_num_threads
-        set_num_threads(task.threads)
     if task.rpc is None:
-        mod, dev = lib.mod, tvm.cpu()
-    else:
-        from tvm import rpc
-        if task.rpc not in sessions:
-            host, port = task.rpc.rsplit(":", 1)
-            sessions[task.rpc] = rpc.connect(host, int(port))
-        remote = sessions[task.rpc]
-        # a fresh name per upload: the server's dlopen would hand back a library of the same
-        # path it loaded before (now overwritten under it: a segfault)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"kiln_tune_{os.getpid()}_{next(_UPLOADS)}.so"
-            fcompile = cc.cross_compiler(ARM_CC) if task.target.is_arm else None
-            lib.export_library(str(path), fcompile=fcompile)
-            remote.upload(str(path))
-        mod, dev = remote.load_module(path.name), remote.cpu()
+        return lib.mod, tvm.cpu()
+    from tvm import rpc
+    if task.rpc not in sessions:
+        host, port = task.rpc.rsplit(":", 1)
+        sessions[task.rpc] = rpc.connect(host, int(port))
+    remote = sessions[task.rpc]
+    # a fresh name per upload: the server's dlopen would hand back a library of the same
+    # path it loaded before (now overwritten under it: a segfault)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"kiln_tune_{os.getpid()}_{next(_UPLOADS)}.so"
+        fcompile = cc.cross_compiler(ARM_CC) if task.target.is_arm else None
+        lib.export_library(str(path), fcompile=fcompile)
+        remote.upload(str(path))
+    return remote.load_module(path.name), remote.cpu()
+
+
+def _timer(task: Task, mod: Any, dev: Any) -> tuple[Any, list[Any]]:
+    """A function timing one run of repeats (seconds, the fastest), and the outputs."""
+    import tvm
     args = [tvm.runtime.tensor(a, dev) for a in task.args]
     outs = [tvm.runtime.empty(shape, dtype, dev) for shape, dtype in task.out_shapes]
     mod[task.name](*args, *outs)                                    # warm-up
-    timer = mod.time_evaluator(task.name, dev, number=1, repeat=task.repeat,
-                               min_repeat_ms=task.min_repeat_ms)
-    results = timer(*args, *outs).results
-    return float(min(results)) * 1e3, [o.numpy() for o in outs]
+    ev = mod.time_evaluator(task.name, dev, number=1, repeat=task.repeat,
+                            min_repeat_ms=task.min_repeat_ms)
+    return (lambda: min(ev(*args, *outs).results)), outs
+
+
+def _build_and_time(task: Task, sessions: dict[str, Any]
+                    ) -> tuple[float, float | None, float | None, list[np.ndarray]]:
+    """The candidate's time (ms), the default's, their median ratio, and the outputs."""
+    if task.threads is not None:
+        from kiln.codegen.library import set_num_threads
+        set_num_threads(task.threads)
+    mod, dev = _load(task, sessions)
+    time_it, outs = _timer(task, mod, dev)
+    if task.baseline is None:
+        return time_it() * 1e3, None, None, [o.numpy() for o in outs]
+    key = f"baseline:{task.baseline_key}:{task.rpc}"
+    if key not in sessions:
+        sessions[key] = _timer(task.baseline, *_load(task.baseline, sessions))[0]
+    time_base = sessions[key]
+    pairs = [(time_it(), time_base()) for _ in range(PAIRS)]
+    ratio = float(np.median([c / b for c, b in pairs]))
+    return (min(c for c, _ in pairs) * 1e3, min(b for _, b in pairs) * 1e3, ratio,
+            [o.numpy() for o in outs])
 
 
 class Runner:

@@ -81,9 +81,10 @@ def features(w: Workload, cfg: Any, threads: int) -> list[float]:
 class Search:
     """Tunes one workload, writing every trial to ``db`` as it is measured.
 
-    Of a budget of 16 trials or more (or the last trials a deadline leaves), the last
-    ``CONFIRM`` measure the best configs again: on a busy machine one trial of a config can
-    be slowed throughout, and a config's time is the fastest of its trials."""
+    A trial's time is its ratio to the default kernel, timed alternately within the trial
+    (see ``measure``), times the default's time at the workload's first trial. Of a budget
+    of 16 trials or more (or the last trials a deadline leaves), the last ``CONFIRM``
+    measure the best configs again, and a config's time is the fastest of its trials."""
 
     def __init__(self, w: Workload, runner: Runner, db: TuningDB, seed: int = 0,
                  random_trials: int = 7) -> None:
@@ -98,6 +99,9 @@ class Search:
         self.trials = 0
         for r in db.trials(w.key, self.target):        # resume: what an earlier run measured
             self._record(r.knobs, r.time_ms)
+        # the yardstick: each trial's time is its ratio to the default kernel (timed
+        # alternately in the trial) times this, the default's time at the first trial
+        self.reference_ms = self.times.get(self.space[0])
         self.random_trials = random_trials
         self._inputs = None
 
@@ -187,9 +191,13 @@ class Search:
                 done = list(pool.map(lambda job: measure(self.w, job[1], job[0], self._inputs),
                                      zip(runners, batch, strict=False)))
             for cfg, trial in zip(batch, done, strict=True):
-                self.db.append(self.w.key, self.target, cfg, trial.time_ms, trial.error,
-                               self.w.summary)
-                self._record(cfg, trial.time_ms)
+                t = trial.time_ms
+                if trial.vs_default is not None:
+                    self.reference_ms = self.reference_ms or trial.default_ms
+                    t = trial.vs_default * self.reference_ms
+                self.db.append(self.w.key, self.target, cfg, t, trial.error, self.w.summary,
+                               trial.vs_default)
+                self._record(cfg, t)
                 measured += 1
                 curve.append(self.best[1])
                 if on_trial:

@@ -272,7 +272,8 @@ def test_fused_norms_and_gelu_compile_and_match_the_original_graph() -> None:
     lib = kiln.compile(g, target="x86")
     assert _ops(lib.compilation.optimized) == ["layer_norm", "rms_norm", "gelu"]
     notes = {k.group.anchor.op.name: k.notes for k in lib.compilation.kernels}
-    assert notes["rms_norm"] == ["row reduction: 2 row axes"]
+    assert len(notes["rms_norm"]) == 1 and notes["rms_norm"][0].startswith(
+        "row reduction: 2 row axes")
     feeds = random_inputs(g)
     assert_outputs_close(lib(**feeds), kiln.run_reference(g, feeds), rtol=1e-4, atol=1e-4)
 
