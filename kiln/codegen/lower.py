@@ -157,7 +157,7 @@ def _plan_cpu(group: Group, target: Target, tuned: Any) -> SchedulePlan:
             f"attention T={q[-2]} S={anchor.outputs[0].shape[-1]} d={q[-1]} dv={out[-1]}: "
             f"{knobs}, a {knobs.bq} x S block of scores per task (never T x S)"])
     if anchor is not None and _dot_gemm(anchor, target):
-        m, n, k = _gemm_dims(anchor)
+        m, n, k = gemm_dims(anchor)
         knobs = tuned or (arm.default_sdot_knobs if target.is_arm else default_vnni_knobs)(
             _typical(m), n, k)
         return SchedulePlan(Template.DOT_GEMM, target, dtype, knobs,
@@ -167,7 +167,7 @@ def _plan_cpu(group: Group, target: Target, tuned: Any) -> SchedulePlan:
                                 f"weight %{anchor.inputs[1].name} packed into "
                                 f"{-(-n // knobs.nr)} panels of K/4 x {knobs.nr} x 4"])
     if anchor is not None and anchor.op.name in GEMM_OPS:
-        m, n, k = _gemm_dims(anchor)
+        m, n, k = gemm_dims(anchor)
         dims = _typical(m), _typical(n), _typical(k)
         knobs = tuned or (arm.default_gemm_knobs(*dims) if target.is_arm
                           else x86.default_gemm_knobs(*dims, isa))
@@ -209,7 +209,7 @@ def _plan_cpu(group: Group, target: Target, tuned: Any) -> SchedulePlan:
     return SchedulePlan(Template.INJECTIVE, target, dtype)
 
 
-def _gemm_dims(anchor: Node) -> tuple[Dim, Dim, Dim]:
+def gemm_dims(anchor: Node) -> tuple[Dim, Dim, Dim]:
     """M, N, K of a GEMM node (``x[K] @ W`` has one row)."""
     out, a = anchor.outputs[0].shape, anchor.inputs[0].shape
     return (out[-2] if len(out) > 1 else 1), out[-1], a[-1]
@@ -263,12 +263,12 @@ def _plan_cuda(group: Group, target: Target) -> SchedulePlan:
         return SchedulePlan(Template.WGMMA_GEMM, target, dtype, (wgmma, knobs), notes=[
             f"wgmma gemm {wgmma}: {knobs}, tiles in 128-byte-swizzled shared memory"])
     if anchor is not None and anchor.op.name in GEMM_OPS and _tensor_core_gemm(group):
-        m, n, k = _gemm_dims(anchor)
+        m, n, k = gemm_dims(anchor)
         knobs = cuda.default_tensorcore_knobs(_typical(m), _typical(n))
         return SchedulePlan(Template.TENSOR_CORE_GEMM, target, dtype, knobs, notes=[
             f"tensor-core gemm M={m} N={n} K={k}: {knobs}, block tile {knobs.tile}"])
     if anchor is not None and anchor.op.name in GEMM_OPS:
-        m, n, k = _gemm_dims(anchor)
+        m, n, k = gemm_dims(anchor)
         knobs = cuda.default_gemm_knobs(_typical(m), _typical(n), _typical(k))
         return SchedulePlan(Template.CUDA_GEMM, target, dtype, knobs,
                             notes=[f"cuda gemm M={m} N={n} K={k}: {knobs}"])

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import fields
 from typing import Any
 
-from kiln.codegen.lower import Template
+from kiln.codegen.lower import Template, gemm_dims
 from kiln.errors import KnobError
 from kiln.schedules import arm, x86
 from kiln.schedules.x86.attention import check_attention_knobs
@@ -87,22 +87,16 @@ def _tiles(w: Workload, lanes: int, m: int, n: int, k_steps: int, cls: type,
                             yield cls(mr=mr, nr=nr, mc=mr * t, nc=nr * d, ku=ku)
 
 
-def _gemm_dims(w: Workload) -> tuple[int, int, int]:
-    anchor = w.group.anchor
-    out, a = anchor.outputs[0].shape, anchor.inputs[0].shape
-    return (out[-2] if len(out) > 1 else 1), out[-1], a[-1]
-
-
 def _gemm(w: Workload) -> Iterator[Any]:
     isa = w.target.isa
-    m, n, k = _gemm_dims(w)
+    m, n, k = gemm_dims(w.group.anchor)
     return _valid(_tiles(w, isa.lanes("float32"), m, n, k, x86.CpuGemmKnobs),
                   lambda c: check_gemm_knobs(c, isa))
 
 
 def _dot_gemm(w: Workload) -> Iterator[Any]:
     dot = arm.SDOT if w.target.is_arm else VPDPBUSD
-    m, n, k = _gemm_dims(w)
+    m, n, k = gemm_dims(w.group.anchor)
     return _valid(_tiles(w, dot.lanes, m, n, -(-k // 4), DotGemmKnobs),
                   lambda c: check_tile_knobs(c, "dot gemm", dot.lanes, dot.registers))
 
