@@ -2,7 +2,7 @@
 
     python -m benchmarks.tune search [--trials 32] [--random 256] [--only gemm,layernorm,conv]
                                      [--threads N]
-    python -m benchmarks.tune model [--budget 600] [--rounds 7] [--threads N]
+    python -m benchmarks.tune model [--budget 600] [--rounds 61] [--threads N] [--db F]
 
 ``--threads``: kernels (and the model) timed on N threads. On this shared 2-vCPU machine a
 2-thread GEMM read 0.46 or 0.70 ms by turns (another tenant takes the second core for whole
@@ -35,7 +35,7 @@ import kiln.target
 from benchmarks.models import example_feeds, fetch, output_error
 from benchmarks.timing import alternate_runs, kiln_timer, ort_session, ort_timer
 from kiln import ops
-from kiln.tune import Search, TuningDB, tune
+from kiln.tune import Search, TuningDB, format_results, tune
 from kiln.tune.measure import LocalRunner, make_inputs, measure
 from kiln.tune.search import Result
 from kiln.tune.space import config_space
@@ -75,11 +75,13 @@ def workload(name: str) -> Workload:
 
 
 class RandomSearch(Search):
-    """The baseline: every trial a random unmeasured config (the default not first)."""
+    """The baseline: every trial a random unmeasured config (the default not first); its
+    leaders confirmed at the end as the search's are."""
 
-    def next_config(self, left=None, pending=()):
-        times = self.times
-        todo = [c for c in self.space if c not in times and c not in pending]
+    def next_config(self, confirm=False, pending=()):
+        if confirm and (cfg := self._leader_to_confirm(pending)) is not None:
+            return cfg
+        todo = [c for c in self.space if c not in self.samples and c not in pending]
         return todo[int(self.rng.integers(len(todo)))] if todo else None
 
 
@@ -134,23 +136,35 @@ def model_bench(budget: float, rounds: int, threads: int | None, db: str | None)
         results = tune(path, "x86", trials=10_000, time_budget=budget, db=db,
                        input_shapes=shapes, progress=False, threads=threads)
         took = time.monotonic() - t0
-        from kiln.tune import format_results
         print(format_results(results))
+        print("\nre-timed after tuning (each tuned config vs its default, 5 trials, median):")
+        with LocalRunner(threads=threads) as runner:
+            for r in results:
+                inputs = make_inputs(r.workload.group)
+                ratios = [measure(r.workload, r.best, runner, inputs).vs_default
+                          for _ in range(5)] if r.best != r.workload.default else [1.0]
+                print(f"  {r.workload.summary} x{r.workload.count}: {r.best} "
+                      f"{1 / statistics.median(ratios):.3f}x")
         base = kiln.compile(path, input_shapes=shapes)
         tuned = kiln.compile(path, input_shapes=shapes, tuning_db=db)
     if threads:
         kiln.set_num_threads(threads)
     _, want = ort_timer(ort_session(path, 2), feeds)
     errs = [output_error(lib(**feeds), want) for lib in (base, tuned)]
-    tuned_runs, base_runs = alternate_runs(kiln_timer(tuned, feeds), kiln_timer(base, feeds),
-                                           rounds)
-    t_tuned, t_base = statistics.median(tuned_runs), statistics.median(base_runs)
-    print(f"\nMiniLM-L3 batch 1 x 128, tuned for {took:.0f} s "
-          f"({sum(r.measured for r in results)} trials): untuned {t_base * 1e3:.3f} ms, tuned "
-          f"{t_tuned * 1e3:.3f} ms (median of {rounds} alternating rounds): "
-          f"{t_base / t_tuned:.2f}x; fastest rounds {min(base_runs) * 1e3:.3f} vs "
-          f"{min(tuned_runs) * 1e3:.3f} ms: {min(base_runs) / min(tuned_runs):.2f}x; "
-          f"error vs ONNX Runtime: untuned {errs[0]:.1e}, tuned {errs[1]:.1e}")
+    tuned_runs, base_runs = alternate_runs(kiln_timer(tuned, feeds, 0.1),
+                                           kiln_timer(base, feeds, 0.1), rounds)
+    ratios = np.array(base_runs) / np.array(tuned_runs)       # per round: > 1, tuned faster
+    rng = np.random.default_rng(0)
+    boot = np.median(rng.choice(ratios, (10_000, len(ratios))), axis=1)
+    low, high = np.percentile(boot, [2.5, 97.5])
+    print(f"\nMiniLM-L3 batch 1 x 128 on {threads or 'all'} thread(s), tuned for {took:.0f} s "
+          f"({sum(r.measured for r in results)} trials), {rounds} alternating rounds of 0.1 s:"
+          f"\n  untuned {statistics.median(base_runs) * 1e3:.3f} ms, tuned "
+          f"{statistics.median(tuned_runs) * 1e3:.3f} ms (medians)"
+          f"\n  untuned / tuned per round: median {np.median(ratios):.3f}x (95% bootstrap "
+          f"interval {low:.3f}-{high:.3f}x); tuned faster in {int((ratios > 1).sum())} of "
+          f"{rounds} rounds\n  error vs ONNX Runtime: untuned {errs[0]:.1e}, "
+          f"tuned {errs[1]:.1e}")
 
 
 def main() -> None:
@@ -164,7 +178,7 @@ def main() -> None:
     p.add_argument("--threads", type=int)
     p = sub.add_parser("model")
     p.add_argument("--budget", type=float, default=600)
-    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--rounds", type=int, default=61)
     p.add_argument("--threads", type=int)
     p.add_argument("--db", help="keep the tuning database here (default: a temporary file)")
     args = ap.parse_args()

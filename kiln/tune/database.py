@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,14 +105,28 @@ class TuningDB:
         return [r for r in self.records if r.workload == workload and r.target == target]
 
     def best(self, workload: str, target: str) -> Record | None:
-        """The config with the lowest time (a config measured again has several records:
-        its fastest counts), as a record of that time."""
-        times: dict[Any, list[float]] = {}
+        """The config with the lowest ``estimates`` time, as a record of that time."""
+        samples: dict[Any, list[float]] = {}
         for r in self.trials(workload, target):
+            samples.setdefault(r.knobs, [])
             if r.time_ms is not None:
-                times.setdefault(r.knobs, []).append(r.time_ms)
+                samples[r.knobs].append(r.time_ms)
+        times = estimates(samples)
         if not times:
             return None
-        fastest = {k: min(v) for k, v in times.items()}
-        knobs = min(fastest, key=fastest.get)
-        return Record(workload, target, knobs, fastest[knobs], None)
+        knobs = min(times, key=times.get)
+        return Record(workload, target, knobs, times[knobs], None)
+
+
+CONFIRM_SAMPLES = 3     # trials of a config measured again to confirm it
+
+
+def estimates(samples: dict[Any, list[float]]) -> dict[Any, float]:
+    """Each config's time from its trials' times (an empty list: it failed): their median.
+    Once some configs have been measured again (the search confirms its leaders and the
+    default with ``CONFIRM_SAMPLES`` trials each at the end of a budget), only the configs
+    with as many trials count: the fastest of a hundred single measurements is, by a few
+    percent, the luckiest one, and is slower when timed again."""
+    ok = {c: t for c, t in samples.items() if t}
+    least = min(CONFIRM_SAMPLES, max((len(t) for t in ok.values()), default=0))
+    return {c: float(statistics.median(t)) for c, t in ok.items() if len(t) >= least}

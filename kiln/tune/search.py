@@ -21,14 +21,16 @@ from typing import Any
 
 import numpy as np
 
-from kiln.tune.database import TuningDB
+from kiln.tune.database import CONFIRM_SAMPLES, TuningDB, estimates
 from kiln.tune.measure import Runner, Trial, make_inputs, measure
 from kiln.tune.space import config_space
 from kiln.tune.workload import Workload, target_id
 
 RANDOM_SHARE = 0.1          # of the model-guided trials, this share is random instead
 CANDIDATES = 4096           # unmeasured configs the model ranks per trial (a random sample)
-CONFIRM = 3                 # the best configs measured again at the end of a budget
+CONFIRM = 10                # at most this many last trials of a budget (a quarter of it)
+                            # measure the leaders again
+LEADERS = 3                 # how many leaders (besides the default)
 
 
 @dataclass
@@ -40,8 +42,8 @@ class Result:
     best_ms: float | None
     best: Any
     trials: int                     # in the database for this workload, this run's included
-    measured: int                   # by this run
-    curve: list[float | None]       # best time so far after each of this run's trials
+    measured: int                   # by this search (its runs so far)
+    curve: list[float | None]       # best time so far after each of those trials
 
     @property
     def speedup(self) -> float | None:
@@ -82,9 +84,10 @@ class Search:
     """Tunes one workload, writing every trial to ``db`` as it is measured.
 
     A trial's time is its ratio to the default kernel, timed alternately within the trial
-    (see ``measure``), times the default's time at the workload's first trial. Of a budget
-    of 16 trials or more (or the last trials a deadline leaves), the last ``CONFIRM``
-    measure the best configs again, and a config's time is the fastest of its trials."""
+    (see ``measure``), times the default's time at the workload's first trial. The last
+    quarter of a budget of 16 trials or more (at most ``CONFIRM``; also of the trials a
+    deadline leaves) measures the leaders and the default again, and a config's time is
+    the median of its trials (``estimates``)."""
 
     def __init__(self, w: Workload, runner: Runner, db: TuningDB, seed: int = 0,
                  random_trials: int = 7) -> None:
@@ -92,7 +95,7 @@ class Search:
         self.rng = np.random.default_rng(seed)
         self.space = config_space(w)
         self.index = {cfg: i for i, cfg in enumerate(self.space)}
-        threads = os.cpu_count() or 1
+        threads = runner.threads or os.cpu_count() or 1
         self.x = np.array([features(w, c, threads) for c in self.space])
         self.target = target_id(w.target)
         self.samples: dict[Any, list[float]] = {}     # config -> its times (empty: failed)
@@ -101,8 +104,10 @@ class Search:
             self._record(r.knobs, r.time_ms)
         # the yardstick: each trial's time is its ratio to the default kernel (timed
         # alternately in the trial) times this, the default's time at the first trial
-        self.reference_ms = self.times.get(self.space[0])
+        self.reference_ms = self.median(self.space[0])
         self.random_trials = random_trials
+        self.measured = 0                             # trials measured by this object's runs
+        self.curve: list[float | None] = []           # the best time after each of them
         self._inputs = None
 
     def _record(self, cfg: Any, time_ms: float | None) -> None:
@@ -112,51 +117,71 @@ class Search:
         self.trials += 1
 
     @property
-    def times(self) -> dict[Any, float | None]:
-        """Each measured config's time (the fastest of its trials), None if it failed."""
-        return {c: min(t) if t else None for c, t in self.samples.items()}
+    def times(self) -> dict[Any, float]:
+        """Each config's time (``estimates``: the median of its trials; once some config has
+        been measured again, only those count). Failed configs are left out."""
+        return estimates(self.samples)
+
+    def median(self, cfg: Any) -> float | None:
+        """The median of ``cfg``'s trials, None if it has none that ran."""
+        t = self.samples.get(cfg)
+        return float(np.median(t)) if t else None
 
     @property
     def best(self) -> tuple[Any, float | None]:
-        ok = {c: t for c, t in self.times.items() if t is not None}
-        if not ok:
-            return None, None
-        cfg = min(ok, key=ok.get)
-        return cfg, ok[cfg]
-
-    def next_config(self, left: int | None = None, pending: Sequence[Any] = ()) -> Any | None:
-        """The default, then random configs, then the cost model's pick; with ``left``
-        trials to go, at most ``CONFIRM``, a top config measured only once. ``pending``:
-        configs being measured now (not picked again)."""
         times = self.times
-        if left is not None and left <= CONFIRM:
-            top = sorted((c for c, t in times.items() if t is not None), key=times.get)
-            once = [c for c in top[:CONFIRM] if len(self.samples[c]) == 1 and c not in pending]
-            if once:
-                return once[0]
-        todo = [i for i, c in enumerate(self.space) if c not in times and c not in pending]
-        if not todo:
-            return None
-        if self.space[0] not in times and self.space[0] not in pending:
+        if not times:
+            return None, None
+        cfg = min(times, key=times.get)
+        return cfg, times[cfg]
+
+    def next_config(self, confirm: bool = False, pending: Sequence[Any] = ()) -> Any | None:
+        """The default, then random configs, then the cost model's pick; with ``confirm``
+        (the last trials of a budget), the default and the leaders again
+        (``_leader_to_confirm``). ``pending``: configs being measured now (not picked
+        again)."""
+        if confirm:
+            cfg = self._leader_to_confirm(pending)
+            if cfg is not None:
+                return cfg
+        measured = self.samples.keys()
+        todo = [i for i, c in enumerate(self.space) if c not in measured and c not in pending]
+        if not todo:                # the whole space measured: confirm the leaders instead
+            return self._leader_to_confirm(pending)
+        if self.space[0] not in measured and self.space[0] not in pending:
             return self.space[0]
-        ok = [c for c, t in times.items() if t is not None and c in self.index]
+        ok = [c for c, t in self.samples.items() if t and c in self.index]
         if len(ok) < self.random_trials + 1 or self.rng.random() < RANDOM_SHARE:
             return self.space[int(self.rng.choice(todo))]
         pool = np.array(todo)
         if len(pool) > CANDIDATES:
             pool = self.rng.choice(pool, CANDIDATES, replace=False)
-        return self.space[int(pool[np.argmax(self._score(times, pool))])]
+        return self.space[int(pool[np.argmax(self._score(pool))])]
 
-    def _score(self, times: dict[Any, float | None], pool: np.ndarray) -> np.ndarray:
+    def _leader_to_confirm(self, pending: Sequence[Any]) -> Any | None:
+        """The default, then the fastest configs by the median of their trials so far, each
+        up to ``CONFIRM_SAMPLES`` trials: the first of the default and the ``LEADERS``
+        fastest that has fewer (a lucky leader drops down the ranking as it is timed again,
+        and the next takes its place)."""
+        default = self.space[0]
+        medians = {c: self.median(c) for c, t in self.samples.items() if t}
+        ranking = sorted((c for c in medians if c != default), key=medians.get)[:LEADERS]
+        for cfg in [default, *ranking] if default in medians else ranking:
+            if len(self.samples[cfg]) < CONFIRM_SAMPLES and cfg not in pending:
+                return cfg
+        return None
+
+    def _score(self, pool: np.ndarray) -> np.ndarray:
         """The cost model: gradient-boosted trees fit to the log times measured (a failed
         config counts as 4x the slowest); a config of ``pool`` scores its predicted speed.
         (On made-up landscapes with 8% timing noise, 32 trials of it got within 11% and 7%
         of the optimum on average, where a Gaussian process with expected improvement got
         within 15% and 32%.)"""
         from sklearn.ensemble import GradientBoostingRegressor
-        measured = [c for c in times if c in self.index]
+        times = {c: self.median(c) for c in self.samples if c in self.index}
         worst = max(t for t in times.values() if t is not None)
-        y = np.log([times[c] if times[c] is not None else 4 * worst for c in measured])
+        measured = list(times)
+        y = np.log([t if t is not None else 4 * worst for t in times.values()])
         model = GradientBoostingRegressor(n_estimators=80, max_depth=3, learning_rate=0.15,
                                           random_state=0)
         model.fit(self.x[[self.index[c] for c in measured]], y)
@@ -166,14 +191,15 @@ class Search:
             on_trial: Callable[[Trial], None] | None = None,
             runners: Sequence[Runner] = ()) -> Result:
         """Measure until the workload has ``trials`` trials in the database, the space is
-        exhausted, or ``deadline`` (``time.monotonic()``) passes. With several ``runners``
-        (devices), each measures one config of every batch, in parallel."""
+        exhausted (and its leaders confirmed), or ``deadline`` (``time.monotonic()``)
+        passes. With several ``runners`` (devices), each measures one config of every
+        batch, in parallel."""
         runners = list(runners) or [self.runner]
-        curve: list[float | None] = []
-        measured = 0
         if self._inputs is None:
             self._inputs = make_inputs(self.w.group)
         start, first = time.monotonic(), self.trials
+        # the last trials confirm the leaders (a budget under 16 only explores)
+        window = min(CONFIRM, trials // 4) if trials >= 16 else 0
         while self.trials < trials and (deadline is None or time.monotonic() < deadline):
             left = trials - self.trials     # trials to go, by the budget or by the clock
             if deadline is not None and self.trials > first:
@@ -181,7 +207,7 @@ class Search:
                 left = min(left, int((deadline - time.monotonic()) / per_trial * len(runners)))
             batch: list[Any] = []
             for _ in range(min(len(runners), trials - self.trials)):
-                cfg = self.next_config(left - len(batch) if trials >= 16 else None, batch)
+                cfg = self.next_config(left - len(batch) <= window, batch)
                 if cfg is None:
                     break
                 batch.append(cfg)
@@ -198,10 +224,10 @@ class Search:
                 self.db.append(self.w.key, self.target, cfg, t, trial.error, self.w.summary,
                                trial.vs_default)
                 self._record(cfg, t)
-                measured += 1
-                curve.append(self.best[1])
+                self.measured += 1
+                self.curve.append(self.best[1])
                 if on_trial:
                     on_trial(trial)
         best_cfg, best_ms = self.best
-        return Result(self.w, self.times.get(self.space[0]), best_ms, best_cfg,
-                      self.trials, measured, curve)
+        return Result(self.w, self.median(self.space[0]), best_ms, best_cfg,
+                      self.trials, self.measured, list(self.curve))

@@ -29,7 +29,8 @@ def tune(model: object, target: str | Target = "x86", trials: int = 64,
          threads: int | None = None) -> list[Result]:
     """Tune each distinct workload of ``model`` for ``target`` up to ``trials`` trials
     (counting those already in ``db``), within ``time_budget`` seconds for all of them
-    (split evenly over the workloads still to tune), measuring here or, with ``rpc``
+    (each workload's share: its share of the model's time, its kernels' count times its
+    default's time, measured first), measuring here or, with ``rpc``
     ("host:port", or several: one device each, measuring in parallel), on the devices behind
     those TVM RPC servers. Here, one kernel is timed at a time: two timed at once would
     share the cores. ``threads``: time kernels here on that many threads (default: every
@@ -40,27 +41,34 @@ def tune(model: object, target: str | Target = "x86", trials: int = 64,
     workloads = extract_workloads(c.fused, tgt)
     database = TuningDB(db)
     start = time.monotonic()
-    results = []
     addresses = [rpc] if isinstance(rpc, str) else list(rpc or [])
     runners = [RpcRunner(a, timeout) for a in addresses] or [LocalRunner(timeout, threads)]
     with contextlib.ExitStack() as stack:
         for r in runners:
             stack.enter_context(r)
         bar = stack.enter_context(_progress(progress))
-        for i, w in enumerate(workloads):
+        searches = [Search(w, runners[0], database) for w in workloads]
+        tasks = [bar.add_task(f"{w.summary} (x{w.count})", total=trials,
+                              completed=s.trials, best=_ms(s.best[1]))
+                 for w, s in zip(workloads, searches, strict=True)]
+
+        def advance(search: Search, task: int) -> Callable[[Trial], None]:
+            return lambda _: bar.update(task, advance=1, best=_ms(search.best[1]))
+
+        # first every default: a workload's share of the model's time (its kernels' count x
+        # the default's time) is its share of the time budget
+        for search, task in zip(searches, tasks, strict=True):
+            search.run(1, None, advance(search, task), runners)
+        weights = [w.count * (s.median(s.space[0]) or 0.0)
+                   for w, s in zip(workloads, searches, strict=True)]
+        results = []
+        for i, (search, task) in enumerate(zip(searches, tasks, strict=True)):
             deadline = None
             if time_budget is not None:
                 left = time_budget - (time.monotonic() - start)
-                deadline = time.monotonic() + left / (len(workloads) - i)
-            search = Search(w, runners[0], database)
-            label = f"{w.summary} (x{w.count})"
-            task = bar.add_task(label, total=trials, completed=search.trials,
-                                best=_ms(search.best[1]))
-
-            def advance(_: Trial, search: Search = search, task: int = task) -> None:
-                bar.update(task, advance=1, best=_ms(search.best[1]))
-
-            results.append(search.run(trials, deadline, advance, runners))
+                share = weights[i] / sum(weights[i:]) if sum(weights[i:]) else 1.0
+                deadline = time.monotonic() + left * share   # what one leaves, the rest get
+            results.append(search.run(trials, deadline, advance(search, task), runners))
             bar.update(task, completed=trials)
     return results
 

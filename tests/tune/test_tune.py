@@ -162,12 +162,56 @@ def test_the_search_finds_the_best_of_a_synthetic_landscape(monkeypatch) -> None
 
     monkeypatch.setattr("kiln.tune.search.measure", fake_measure)
     monkeypatch.setattr("kiln.tune.search.make_inputs", lambda group: None)
-    search = Search(gemm, runner=None, db=_MemoryDB())
+    search = Search(gemm, runner=LocalRunner(), db=_MemoryDB())
     result = search.run(32)
     best = min(cost(c) for c in config_space(gemm))
     assert result.measured == 32 and len(result.curve) == 32
     assert result.best_ms <= 1.05 * best < cost(gemm.default)
 
+
+def test_a_config_timed_fast_once_by_luck_is_measured_again_and_not_chosen(
+        monkeypatch, tmp_path) -> None:
+    """Every config is as fast as the default, but each non-default config's first
+    measurement reads 0.7 to 0.95 of it (luck). The leaders are measured again at the end
+    of the budget, their medians fall back to the truth, and the default (no slower) stays
+    the best, in the search and in the database."""
+    (gemm, _) = _workloads(_mlp(96))
+    seen: set = set()
+    rng = np.random.default_rng(0)
+
+    def fake_measure(w, cfg, runner, inputs):
+        from kiln.tune.measure import Trial
+        first = cfg not in seen and cfg != gemm.default
+        seen.add(cfg)
+        return Trial(cfg, time_ms=1.0 * (rng.uniform(0.7, 0.95) if first else 1.0))
+
+    monkeypatch.setattr("kiln.tune.search.measure", fake_measure)
+    monkeypatch.setattr("kiln.tune.search.make_inputs", lambda group: None)
+    db = TuningDB(tmp_path / "db.jsonl")
+    result = Search(gemm, runner=LocalRunner(), db=db).run(24)
+    assert result.best == gemm.default and result.best_ms == 1.0
+    assert db.best(gemm.key, target_id(gemm.target)).knobs == gemm.default
+    again = [c for c, t in Search(gemm, LocalRunner(), db).samples.items() if len(t) > 1]
+    assert gemm.default in again and len(again) >= 1 + 3
+
+
+
+def test_a_time_budget_goes_to_the_workloads_by_their_share_of_the_model(
+        monkeypatch, tmp_path) -> None:
+    """Trials take 20 ms each; the GEMM's default reads 10x the row reduction's: within a
+    3 s budget the GEMM gets most of the trials (the row reduction's 32 configs would
+    take 0.64 s: an even split would measure them all)."""
+    def fake_measure(w, cfg, runner, inputs):
+        from kiln.tune.measure import Trial
+        time.sleep(0.02)
+        return Trial(cfg, time_ms=10.0 if w.plan.template is Template.GEMM else 1.0)
+
+    monkeypatch.setattr("kiln.tune.search.measure", fake_measure)
+    monkeypatch.setattr("kiln.tune.search.make_inputs", lambda group: None)
+    gemm, rows = tune(_mlp(), trials=10_000, time_budget=3.0, db=tmp_path / "db.jsonl",
+                      progress=False)
+    assert gemm.workload.plan.template is Template.GEMM
+    assert gemm.measured > 2 * rows.measured and rows.measured < 20
 
 class _MemoryDB(TuningDB):
     def __init__(self) -> None:
@@ -257,7 +301,7 @@ def test_several_runners_measure_a_batch_each(monkeypatch) -> None:
 
     monkeypatch.setattr("kiln.tune.search.measure", fake_measure)
     monkeypatch.setattr("kiln.tune.search.make_inputs", lambda group: None)
-    result = Search(gemm, runner=None, db=_MemoryDB()).run(9, runners=["a", "b"])
+    result = Search(gemm, LocalRunner(), db=_MemoryDB()).run(9, runners=["a", "b"])
     assert result.measured == 9 and [r for r, _ in seen] == ["a", "b"] * 4 + ["a"]
     assert len({c for _, c in seen}) == 9
 
