@@ -3,7 +3,7 @@
     {"workload": "c13a9bc357dfd484", "summary": "gemm M=128 N=384 K=384",
      "target": "x86:emeraldrapids:avx512", "knobs_type": "CpuGemmKnobs",
      "knobs": {"mr": 8, "nr": 32, "mc": 64, "nc": 128, "ku": 8}, "time_ms": 0.0412,
-     "vs_default": 0.93, "error": null, "kiln": "0.1.0", "tvm": "0.27.0",
+     "vs_default": 0.93, "error": null, "default": false, "kiln": "0.1.0", "tvm": "0.27.0",
      "at": "2026-11-22T04:10:00Z"}
 
 ``time_ms`` is the config's time against the default kernel timed alongside it
@@ -49,6 +49,7 @@ class Record:
     time_ms: float | None
     error: str | None
     summary: str = ""
+    default: bool = False           # the template's default knobs
 
 
 class TuningDB:
@@ -74,15 +75,17 @@ class TuningDB:
                 self.records.append(Record(r["workload"], r["target"],
                                            knobs_from_dict(r["knobs_type"], r["knobs"]),
                                            r.get("time_ms"), r.get("error"),
-                                           r.get("summary", "")))
+                                           r.get("summary", ""), bool(r.get("default"))))
             except (ValueError, KeyError, TypeError, KilnError):
                 self.skipped += 1
 
     def append(self, workload: str, target: str, knobs: Any, time_ms: float | None,
-               error: str | None, summary: str = "", vs_default: float | None = None) -> None:
+               error: str | None, summary: str = "", vs_default: float | None = None,
+               default: bool = False) -> None:
         line = json.dumps({"workload": workload, "summary": summary, "target": target,
                            "knobs_type": type(knobs).__name__, "knobs": knobs_to_dict(knobs),
                            "time_ms": time_ms, "vs_default": vs_default, "error": error,
+                           "default": default,
                            **_versions(),
                            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +97,7 @@ class TuningDB:
             os.fsync(fd)
         finally:
             os.close(fd)
-        self.records.append(Record(workload, target, knobs, time_ms, error, summary))
+        self.records.append(Record(workload, target, knobs, time_ms, error, summary, default))
 
     def _ends_with_newline(self) -> bool:
         with open(self.path, "rb") as f:
@@ -111,22 +114,26 @@ class TuningDB:
             samples.setdefault(r.knobs, [])
             if r.time_ms is not None:
                 samples[r.knobs].append(r.time_ms)
-        times = estimates(samples)
+        times = estimates(samples, {r.knobs for r in self.trials(workload, target)
+                                    if r.default})
         if not times:
             return None
         knobs = min(times, key=times.get)
         return Record(workload, target, knobs, times[knobs], None)
 
 
-CONFIRM_SAMPLES = 3     # trials of a config measured again to confirm it
+CONFIRM_SAMPLES = 2     # trials of a config measured again to confirm it
 
 
-def estimates(samples: dict[Any, list[float]]) -> dict[Any, float]:
-    """Each config's time from its trials' times (an empty list: it failed): their median.
-    Once some configs have been measured again (the search confirms its leaders and the
-    default with ``CONFIRM_SAMPLES`` trials each at the end of a budget), only the configs
-    with as many trials count: the fastest of a hundred single measurements is, by a few
-    percent, the luckiest one, and is slower when timed again."""
+def estimates(samples: dict[Any, list[float]], defaults: Any = ()) -> dict[Any, float]:
+    """Each config's time from its trials' times, in the order measured (an empty list: it
+    failed). The fastest of a hundred single measurements is, by a few percent, the
+    luckiest one, and is slower when timed again. So a config measured again (the search
+    confirms its leaders at the end of a budget) counts the median of its later trials
+    only (its first is what made it a leader), and once some configs have been confirmed,
+    only those can win, and the default (in ``defaults``: every trial is timed against it).
+    """
     ok = {c: t for c, t in samples.items() if t}
     least = min(CONFIRM_SAMPLES, max((len(t) for t in ok.values()), default=0))
-    return {c: float(statistics.median(t)) for c, t in ok.items() if len(t) >= least}
+    return {c: float(statistics.median(t[1:] or t)) for c, t in ok.items()
+            if len(t) >= least or c in defaults}

@@ -241,10 +241,10 @@ class Runner:
 
     def _start(self) -> None:
         parent, child = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=_worker_main, args=(child,), daemon=True)
-        self._proc.start()
+        proc = self._ctx.Process(target=_worker_main, args=(child,), daemon=True)
+        proc.start()                # (raises in a script without an ``if __name__`` guard)
         child.close()
-        self._conn = parent
+        self._proc, self._conn = proc, parent
 
     def _stop(self) -> None:
         if self._proc is not None:

@@ -28,9 +28,9 @@ from kiln.tune.workload import Workload, target_id
 
 RANDOM_SHARE = 0.1          # of the model-guided trials, this share is random instead
 CANDIDATES = 4096           # unmeasured configs the model ranks per trial (a random sample)
-CONFIRM = 10                # at most this many last trials of a budget (a quarter of it)
+CONFIRM = 10                # at most this many last trials of a budget (a sixth of it)
                             # measure the leaders again
-LEADERS = 3                 # how many leaders (besides the default)
+LEADERS = 2                 # how many leaders are confirmed
 
 
 @dataclass
@@ -85,9 +85,8 @@ class Search:
 
     A trial's time is its ratio to the default kernel, timed alternately within the trial
     (see ``measure``), times the default's time at the workload's first trial. The last
-    quarter of a budget of 16 trials or more (at most ``CONFIRM``; also of the trials a
-    deadline leaves) measures the leaders and the default again, and a config's time is
-    the median of its trials (``estimates``)."""
+    sixth of a budget of 16 trials or more (at most ``CONFIRM``; also of the trials a
+    deadline leaves) measures the leaders again; a config's time: ``estimates``."""
 
     def __init__(self, w: Workload, runner: Runner, db: TuningDB, seed: int = 0,
                  random_trials: int = 7) -> None:
@@ -95,7 +94,7 @@ class Search:
         self.rng = np.random.default_rng(seed)
         self.space = config_space(w)
         self.index = {cfg: i for i, cfg in enumerate(self.space)}
-        threads = runner.threads or os.cpu_count() or 1
+        threads = os.cpu_count() or 1
         self.x = np.array([features(w, c, threads) for c in self.space])
         self.target = target_id(w.target)
         self.samples: dict[Any, list[float]] = {}     # config -> its times (empty: failed)
@@ -104,7 +103,7 @@ class Search:
             self._record(r.knobs, r.time_ms)
         # the yardstick: each trial's time is its ratio to the default kernel (timed
         # alternately in the trial) times this, the default's time at the first trial
-        self.reference_ms = self.median(self.space[0])
+        self.reference_ms = self.estimate(self.space[0])
         self.random_trials = random_trials
         self.measured = 0                             # trials measured by this object's runs
         self.curve: list[float | None] = []           # the best time after each of them
@@ -118,14 +117,14 @@ class Search:
 
     @property
     def times(self) -> dict[Any, float]:
-        """Each config's time (``estimates``: the median of its trials; once some config has
-        been measured again, only those count). Failed configs are left out."""
-        return estimates(self.samples)
+        """Each config's time that can win (``estimates``); failed configs are left out."""
+        return estimates(self.samples, {self.space[0]})
 
-    def median(self, cfg: Any) -> float | None:
-        """The median of ``cfg``'s trials, None if it has none that ran."""
+    def estimate(self, cfg: Any) -> float | None:
+        """``cfg``'s time as ``estimates`` takes it (the median of its trials after the
+        first, if any), None if it has no trial that ran."""
         t = self.samples.get(cfg)
-        return float(np.median(t)) if t else None
+        return float(np.median(t[1:] or t)) if t else None
 
     @property
     def best(self) -> tuple[Any, float | None]:
@@ -137,9 +136,8 @@ class Search:
 
     def next_config(self, confirm: bool = False, pending: Sequence[Any] = ()) -> Any | None:
         """The default, then random configs, then the cost model's pick; with ``confirm``
-        (the last trials of a budget), the default and the leaders again
-        (``_leader_to_confirm``). ``pending``: configs being measured now (not picked
-        again)."""
+        (the last trials of a budget), the leaders again (``_leader_to_confirm``).
+        ``pending``: configs being measured now (not picked again)."""
         if confirm:
             cfg = self._leader_to_confirm(pending)
             if cfg is not None:
@@ -159,14 +157,13 @@ class Search:
         return self.space[int(pool[np.argmax(self._score(pool))])]
 
     def _leader_to_confirm(self, pending: Sequence[Any]) -> Any | None:
-        """The default, then the fastest configs by the median of their trials so far, each
-        up to ``CONFIRM_SAMPLES`` trials: the first of the default and the ``LEADERS``
-        fastest that has fewer (a lucky leader drops down the ranking as it is timed again,
-        and the next takes its place)."""
+        """The first of the ``LEADERS`` fastest configs (by their ``estimate`` so far) with
+        fewer than ``CONFIRM_SAMPLES`` trials: a lucky leader drops down the ranking as it
+        is timed again, and the next takes its place. (The default needs no confirming:
+        every trial is timed against it.)"""
         default = self.space[0]
-        medians = {c: self.median(c) for c, t in self.samples.items() if t}
-        ranking = sorted((c for c in medians if c != default), key=medians.get)[:LEADERS]
-        for cfg in [default, *ranking] if default in medians else ranking:
+        est = {c: self.estimate(c) for c, t in self.samples.items() if t and c != default}
+        for cfg in sorted(est, key=est.get)[:LEADERS]:
             if len(self.samples[cfg]) < CONFIRM_SAMPLES and cfg not in pending:
                 return cfg
         return None
@@ -178,7 +175,7 @@ class Search:
         of the optimum on average, where a Gaussian process with expected improvement got
         within 15% and 32%.)"""
         from sklearn.ensemble import GradientBoostingRegressor
-        times = {c: self.median(c) for c in self.samples if c in self.index}
+        times = {c: self.estimate(c) for c in self.samples if c in self.index}
         worst = max(t for t in times.values() if t is not None)
         measured = list(times)
         y = np.log([t if t is not None else 4 * worst for t in times.values()])
@@ -199,7 +196,7 @@ class Search:
             self._inputs = make_inputs(self.w.group)
         start, first = time.monotonic(), self.trials
         # the last trials confirm the leaders (a budget under 16 only explores)
-        window = min(CONFIRM, trials // 4) if trials >= 16 else 0
+        window = min(CONFIRM, trials // 6) if trials >= 16 else 0
         while self.trials < trials and (deadline is None or time.monotonic() < deadline):
             left = trials - self.trials     # trials to go, by the budget or by the clock
             if deadline is not None and self.trials > first:
@@ -222,12 +219,12 @@ class Search:
                     self.reference_ms = self.reference_ms or trial.default_ms
                     t = trial.vs_default * self.reference_ms
                 self.db.append(self.w.key, self.target, cfg, t, trial.error, self.w.summary,
-                               trial.vs_default)
+                               trial.vs_default, default=cfg == self.space[0])
                 self._record(cfg, t)
                 self.measured += 1
                 self.curve.append(self.best[1])
                 if on_trial:
                     on_trial(trial)
         best_cfg, best_ms = self.best
-        return Result(self.w, self.median(self.space[0]), best_ms, best_cfg,
+        return Result(self.w, self.estimate(self.space[0]), best_ms, best_cfg,
                       self.trials, self.measured, list(self.curve))

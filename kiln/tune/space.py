@@ -105,7 +105,9 @@ def _conv(w: Workload) -> Iterator[Any]:
     isa, d = w.target.isa, w.default
     _, oc, oh, ow = w.group.anchor.outputs[0].type.static_shape
     lanes = isa.lanes(w.plan.dtype)
-    widths = sorted({*_divisors(ow, lanes), lanes})
+    # vector widths: the full vector, and divisors of the row at least half a vector (or half
+    # the row) wide: a narrower one does under half the work per instruction
+    widths = sorted({*(d for d in _divisors(ow, lanes) if 2 * d >= min(lanes, ow)), lanes})
     if isinstance(d, x86.CpuDepthwiseKnobs):
         gen = (x86.CpuDepthwiseKnobs(ohr=ohr, owv=owv, owl=owl, ohc=ohc, pad_in_task=pad)
                for owl in widths for owv in _divisors(max(ow // owl, 1), 8)

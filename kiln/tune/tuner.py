@@ -59,7 +59,7 @@ def tune(model: object, target: str | Target = "x86", trials: int = 64,
         # the default's time) is its share of the time budget
         for search, task in zip(searches, tasks, strict=True):
             search.run(1, None, advance(search, task), runners)
-        weights = [w.count * (s.median(s.space[0]) or 0.0)
+        weights = [w.count * (s.estimate(s.space[0]) or 0.0)
                    for w, s in zip(workloads, searches, strict=True)]
         results = []
         for i, (search, task) in enumerate(zip(searches, tasks, strict=True)):

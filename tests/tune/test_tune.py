@@ -174,7 +174,7 @@ def test_a_config_timed_fast_once_by_luck_is_measured_again_and_not_chosen(
     """Every config is as fast as the default, but each non-default config's first
     measurement reads 0.7 to 0.95 of it (luck). The leaders are measured again at the end
     of the budget, their medians fall back to the truth, and the default (no slower) stays
-    the best, in the search and in the database."""
+    the best, in the search and in the database (which marks the default's records)."""
     (gemm, _) = _workloads(_mlp(96))
     seen: set = set()
     rng = np.random.default_rng(0)
@@ -192,7 +192,7 @@ def test_a_config_timed_fast_once_by_luck_is_measured_again_and_not_chosen(
     assert result.best == gemm.default and result.best_ms == 1.0
     assert db.best(gemm.key, target_id(gemm.target)).knobs == gemm.default
     again = [c for c, t in Search(gemm, LocalRunner(), db).samples.items() if len(t) > 1]
-    assert gemm.default in again and len(again) >= 1 + 3
+    assert gemm.default not in again and len(again) >= 2
 
 
 
