@@ -110,12 +110,14 @@ class TuningDB:
     def best(self, workload: str, target: str) -> Record | None:
         """The config with the lowest ``estimates`` time, as a record of that time."""
         samples: dict[Any, list[float]] = {}
+        defaults = set()
         for r in self.trials(workload, target):
             samples.setdefault(r.knobs, [])
             if r.time_ms is not None:
                 samples[r.knobs].append(r.time_ms)
-        times = estimates(samples, {r.knobs for r in self.trials(workload, target)
-                                    if r.default})
+            if r.default:
+                defaults.add(r.knobs)
+        times = estimates(samples, defaults)
         if not times:
             return None
         knobs = min(times, key=times.get)
