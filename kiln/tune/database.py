@@ -137,5 +137,10 @@ def estimates(samples: dict[Any, list[float]], defaults: Any = ()) -> dict[Any, 
     """
     ok = {c: t for c, t in samples.items() if t}
     least = min(CONFIRM_SAMPLES, max((len(t) for t in ok.values()), default=0))
-    return {c: float(statistics.median(t[1:] or t)) for c, t in ok.items()
-            if len(t) >= least or c in defaults}
+    return {c: estimate(t) for c, t in ok.items() if len(t) >= least or c in defaults}
+
+
+def estimate(times: list[float]) -> float:
+    """One config's time from its trials' times (at least one), in the order measured: the
+    median of those after the first, if any (the first is what made it a leader)."""
+    return float(statistics.median(times[1:] or times))

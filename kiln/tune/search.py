@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from kiln.tune.database import CONFIRM_SAMPLES, TuningDB, estimates
+from kiln.tune.database import CONFIRM_SAMPLES, TuningDB, estimate, estimates
 from kiln.tune.measure import Runner, Trial, make_inputs, measure
 from kiln.tune.space import config_space
 from kiln.tune.workload import Workload, target_id
@@ -121,10 +121,9 @@ class Search:
         return estimates(self.samples, {self.space[0]})
 
     def estimate(self, cfg: Any) -> float | None:
-        """``cfg``'s time as ``estimates`` takes it (the median of its trials after the
-        first, if any), None if it has no trial that ran."""
+        """``cfg``'s time (``database.estimate``), None if it has no trial that ran."""
         t = self.samples.get(cfg)
-        return float(np.median(t[1:] or t)) if t else None
+        return estimate(t) if t else None
 
     @property
     def best(self) -> tuple[Any, float | None]:
