@@ -27,13 +27,14 @@ import tvm
 
 import kiln
 from kiln.codegen.library import Library, median_ms
-from kiln.codegen.lower import Kernel
+from kiln.debug import TOLERANCE, bisect
 from kiln.errors import KilnError
 from kiln.ir.graph import Graph
+from kiln.stages import STAGES, highlight, inspect
 from kiln.target import TARGET_NAMES, get_target
+from kiln.testing import random_inputs
 
 EXIT_USER_ERROR = 2
-STAGES = ("graph", "fused", "te", "tir", "llvm", "asm")
 
 
 class UsageError(KilnError):
@@ -167,17 +168,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_run)
 
     p = sub.add_parser("inspect", formatter_class=fmt, help="print one stage of compiling a model",
-                       description="Print one stage of compiling MODEL: the imported graph, "
-                                   "the fused groups,\neach kernel's TE (unscheduled) or "
-                                   "scheduled TIR, or each kernel's LLVM IR\nor assembly.",
+                       description="Print one stage of compiling MODEL: the imported graph "
+                                   "(graph), after the graph\npasses (simplified), the fused "
+                                   "groups (fused); per kernel its tensor\nexpressions (te), "
+                                   "its TIR before scheduling (tir), after the schedule\n"
+                                   "(scheduled: with the knobs and the schedule's trace), after "
+                                   "TVM's lowering\n(lowered), its LLVM IR (llvm), assembly "
+                                   "(asm) or CUDA C (cuda). Coloured on\na terminal, plain "
+                                   "when piped.",
                        epilog="example:\n  kiln inspect bert.onnx --stage fused"
                               "            # lists the group names\n"
-                              "  kiln inspect bert.onnx --stage asm --group fused_softmax")
+                              "  kiln inspect bert.onnx --stage asm --group fused_softmax\n"
+                              "  kiln inspect bert.onnx --stage scheduled --op matmul")
     _add_model_args(p)
     p.add_argument("--stage", required=True, choices=STAGES, help="the stage to print")
     p.add_argument("--group", metavar="NAME",
-                   help="print only this fused group / kernel (stages fused to asm)")
+                   help="print only this fused group / kernel (stages fused to cuda)")
+    p.add_argument("--op", metavar="TYPE",
+                   help="print only the groups holding an op of this type (stages fused to cuda)")
+    p.add_argument("--tuning-db", metavar="FILE.jsonl",
+                   help="apply the best knobs of a kiln tune database")
     p.set_defaults(run=_cmd_inspect)
+
+    p = sub.add_parser("debug", formatter_class=fmt,
+                       help="find the first kernel whose numbers differ from the reference",
+                       description="A numerics bisector: run each compiled kernel of MODEL "
+                                   "alone, on the reference\ninterpreter's values of its "
+                                   "inputs, and compare its outputs with the reference.\nThe "
+                                   "first kernel over tolerance is printed with its TIR; each "
+                                   "of its ops is\nthen compiled alone to tell a wrong op from "
+                                   "a wrong fusion or schedule.\nExit status: 0 when every "
+                                   "kernel matches, 1 when one diverges.",
+                       epilog="example:\n  kiln debug bert.onnx --input-shape input_ids=1,128"
+                              "\n  kiln debug model.py -i x=x.npy --tolerance 1e-4")
+    _add_model_args(p)
+    p.add_argument("-i", "--input", action="append", type=_input_arg, default=[],
+                   metavar="NAME=FILE.npy",
+                   help="an input, read from a .npy file (repeatable; default: random)")
+    p.add_argument("--tolerance", type=float, default=TOLERANCE, metavar="E",
+                   help="the largest error allowed, as a share of the output's largest "
+                        f"value (at least 1) (default: {TOLERANCE:g})")
+    p.add_argument("--no-unfuse", action="store_true",
+                   help="do not check the divergent kernel's ops one by one")
+    p.add_argument("--seed", type=int, default=0, help="for the random inputs (default: 0)")
+    p.add_argument("--tuning-db", metavar="FILE.jsonl",
+                   help="apply the best knobs of a kiln tune database")
+    p.set_defaults(run=_cmd_debug)
     return parser
 
 
@@ -314,9 +350,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     _probe_writable(out)
     start = time.perf_counter()
-    if args.tuning_db is not None and not Path(args.tuning_db).is_file():
-        raise UsageError(f"--tuning-db {args.tuning_db}: no such file")
-    lib = kiln.compile(model, target, shapes or None, tuning_db=args.tuning_db)
+    lib = kiln.compile(model, target, shapes or None, tuning_db=_tuning_db(args))
     seconds = time.perf_counter() - start
     lib.export(out)
     n = len(lib.compilation.kernels)
@@ -381,42 +415,37 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _kernel_source(kernel: Kernel, target: tvm.target.Target,
-                   fmt: str) -> str:
-    mod = tvm.compile(tvm.IRModule({kernel.name: kernel.func}), target=target).mod
-    return mod.inspect_source(fmt)
+def _tuning_db(args: argparse.Namespace) -> str | None:
+    if args.tuning_db is not None and not Path(args.tuning_db).is_file():
+        raise UsageError(f"--tuning-db {args.tuning_db}: no such file")
+    return args.tuning_db
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    target = get_target(args.target)
-    shapes = _input_shapes(args.input_shape)
-    model = load_model(args.model)
-    if args.stage == "graph":
-        if args.group:
-            raise UsageError("--group applies to stages fused, te, tir, llvm and asm, not graph")
-        # not compile_stages: the graph stage works before symbolic dims are bound
-        print(kiln.to_graph(model, shapes or None))
-        return 0
-    c = kiln.compile_stages(model, target, shapes or None)
-    if args.stage == "fused":
-        print(c.fused.group(args.group) if args.group else c.fused)
-        return 0
-    kernels = [c.kernel(args.group)] if args.group else c.kernels
-    tvm_target = c.target.tvm()
-    for i, k in enumerate(kernels):
+    texts = inspect(load_model(args.model), args.stage, get_target(args.target),
+                    _input_shapes(args.input_shape) or None, args.group, args.op,
+                    _tuning_db(args))
+    color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    for i, s in enumerate(texts):
         if i:
             print()
-        if args.stage == "te":
-            print(f"# kernel {k.name}, unscheduled")
-            print(k.te_func.script())
-        elif args.stage == "tir":
-            print(f"# kernel {k.name}: {'; '.join(k.notes) or 'no schedule notes'}")
-            print(k.func.script())
-        else:
-            comment = ";" if args.stage == "llvm" else "#"
-            print(f"{comment} kernel {k.name}")
-            print(_kernel_source(k, tvm_target, "ll" if args.stage == "llvm" else "asm"))
+        print(highlight(s) if color else s)
     return 0
+
+
+def _cmd_debug(args: argparse.Namespace) -> int:
+    c = kiln.compile_stages(load_model(args.model), get_target(args.target),
+                            _input_shapes(args.input_shape) or None,
+                            tuning_db=_tuning_db(args))
+    feeds = random_inputs(c.optimized, args.seed)
+    for name, file in args.input:
+        if name not in feeds:
+            raise UsageError(f"--input {name}: the model has no input {name!r}; its inputs: "
+                             + ", ".join(feeds))
+        feeds[name] = _load_npy(file)
+    report = bisect(c, feeds, args.tolerance, unfuse=not args.no_unfuse)
+    print(report)
+    return 0 if report.ok else 1
 
 
 # -- entry point --------------------------------------------------------------------------------

@@ -149,9 +149,12 @@ def test_run_bench_prints_latency(capsys: pytest.CaptureFixture, work: Path,
 # -- inspect ------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("stage", "pattern"), [
     ("graph", r"graph tiny\(%x: f32\[4, 32\]\)"),
+    ("simplified", r"= gelu\("),
     ("fused", r"group fused_dense_add_gelu \[out-fusable\]"),
-    ("te", r"T\.prim_func"),
-    ("tir", r"# kernel fused_dense_add_gelu: gemm M=4 N=16 K=32"),
+    ("te", r"(?m)^dense_gemm\[i0, i1\] = sum\(\(x\[i0, k\] \* const_packed\[.+\]\), k < 32\)"),
+    ("tir", r"T\.prim_func"),
+    ("scheduled", r"# gemm M=4 N=16 K=32: CpuGemmKnobs\(mr=4, nr=16"),
+    ("lowered", r"__tvm_ffi_fused_softmax"),
     ("llvm", r"define .*fused_softmax"),
     ("asm", r"vfmadd\S*\s.*%ymm"),   # x86-avx2: FMA on 256-bit registers
 ])
@@ -161,15 +164,48 @@ def test_inspect_stage(capsys: pytest.CaptureFixture, work: Path, stage: str,
                             "--target", "x86-avx2", *SHAPE)
     assert status == 0, err
     assert re.search(pattern, out), out[:2000]
-    if stage not in ("graph", "fused"):
+    if stage not in ("graph", "simplified", "fused"):
         for group in GROUPS:   # every kernel, headed by its name
             assert re.search(rf"^[#;] kernel {group}\b", out, re.M)
 
 
-def test_inspect_tir_is_scheduled(capsys: pytest.CaptureFixture, work: Path) -> None:
-    _, te, _ = call(capsys, "inspect", work / "model.py", "--stage", "te", *SHAPE)
-    _, tir, _ = call(capsys, "inspect", work / "model.py", "--stage", "tir", *SHAPE)
-    assert "sblock" in tir and "T.vectorized" in tir and "T.vectorized" not in te
+def test_inspect_scheduled_after_tir(capsys: pytest.CaptureFixture, work: Path) -> None:
+    """tir is before the schedule, scheduled after it (with the trace of its primitives),
+    lowered after TVM's pipeline (the packed-call entry point)."""
+    out = {stage: call(capsys, "inspect", work / "model.py", "--stage", stage, *SHAPE)[1]
+           for stage in ("tir", "scheduled", "lowered")}
+    assert "T.vectorized" in out["scheduled"] and "T.vectorized" not in out["tir"]
+    assert "def apply_trace(sch: s_tir.Schedule)" in out["scheduled"]
+    assert "sch.vectorize(" in out["scheduled"]
+    assert "T.sblock" in out["tir"] and "T.sblock" not in out["lowered"]
+
+
+def test_inspect_shares_subexpressions(capsys: pytest.CaptureFixture, work: Path) -> None:
+    """The softmax's exp uses its argument many times: the te stage names it once."""
+    _, out, _ = call(capsys, "inspect", work / "model.py", "--stage", "te", "--group",
+                     "fused_softmax", *SHAPE)
+    assert re.search(r"(?m)^    t0 = \(gelu\[i0, i1\] - softmax_max\[i0\]\)$", out), out
+    assert len(out) < 4000
+
+
+@pytest.mark.parametrize(("target", "stage", "pattern"), [
+    ("arm-neon", "asm", r"fmla\s+v\d+\.4s"),
+    ("cuda", "cuda", r"extern \"C\" __global__ void .*fused_dense_add_gelu_kernel"),
+])
+def test_inspect_other_targets(capsys: pytest.CaptureFixture, work: Path, target: str,
+                               stage: str, pattern: str) -> None:
+    status, out, err = call(capsys, "inspect", work / "model.py", "--stage", stage,
+                            "--target", target, "--op", "gelu", *SHAPE)
+    assert status == 0, err
+    assert re.search(pattern, out), out[:2000]
+    assert "fused_softmax" not in out          # --op gelu: only the group holding the gelu
+
+
+def test_inspect_op_filter(capsys: pytest.CaptureFixture, work: Path) -> None:
+    status, out, err = call(capsys, "inspect", work / "model.py", "--stage", "fused",
+                            "--op", "softmax", *SHAPE)
+    assert status == 0, err
+    assert "# anchor: softmax; epilogue: none" in out and "fused_dense_add_gelu" not in out
 
 
 def test_inspect_graph_before_binding_shapes(capsys: pytest.CaptureFixture, work: Path) -> None:
@@ -178,7 +214,8 @@ def test_inspect_graph_before_binding_shapes(capsys: pytest.CaptureFixture, work
     assert "%x: f32[batch, 32]" in out
 
 
-@pytest.mark.parametrize("stage", ["fused", "te", "tir", "llvm", "asm"])
+@pytest.mark.parametrize("stage", ["fused", "te", "tir", "scheduled", "lowered", "llvm",
+                                   "asm"])
 def test_inspect_one_group(capsys: pytest.CaptureFixture, work: Path, stage: str) -> None:
     status, out, err = call(capsys, "inspect", work / "model.py", "--stage", stage,
                             "--group", "fused_softmax", *SHAPE)
@@ -326,6 +363,9 @@ def test_bench_needs_positive_counts(capsys: pytest.CaptureFixture, work: Path,
     (["--stage", "tir", "--group", "fused_nope"], ["fused_nope", *GROUPS]),
     (["--stage", "fused", "--group", "fused_nope"], ["fused_nope", *GROUPS]),
     (["--stage", "graph", "--group", GROUPS[0]], ["--group"]),
+    (["--stage", "fused", "--op", "conv2d"], ["no group holds an op 'conv2d'", "softmax"]),
+    (["--stage", "cuda"], ["--stage cuda needs a cuda target"]),
+    (["--stage", "tir", "--tuning-db", "nope.jsonl"], ["nope.jsonl: no such file"]),
     (["--stage", "bytecode"], ["invalid choice: 'bytecode'"]),
     ([], ["required", "--stage"]),
 ])

@@ -99,7 +99,7 @@ def test_every_kernel_is_scheduled(encoder_lib) -> None:
     ("graph", ["graph encoder(%x: f32[1, 128, 256])", "= layer_norm(", "= softmax("]),
     ("fused", ["group fused_dense_add_gelu [out-fusable]", "group fused_softmax [reduction]",
                "group fused_layer_norm [reduction]"]),
-    ("tir", ["# kernel fused_dense_add_gelu: gemm M=128 N=1024 K=256", "T.parallel",
+    ("scheduled", ["# gemm M=128 N=1024 K=256", "T.parallel",
              "T.vectorized", 'scope="local"']),
 ])
 def test_inspect_shows_every_stage_of_the_encoder(stage: str, needles: list[str]) -> None:

@@ -1,8 +1,8 @@
 """Lower one fused group: plan its schedule, build its TE, make a PrimFunc, schedule it.
 
     plan = plan_schedule(group, target)      # which template, which knobs, which weight to pack
-    te_func = build_te(group, plan)          # the nodes' TE as one PrimFunc
-    func = apply_schedule(te_func, plan)     # the template applied
+    te_func, args, anchor_block, te_outputs = build_te(group, plan)   # the TE, one PrimFunc
+    func, trace = apply_schedule(te_func, plan, anchor_block)    # the template applied
 
 Each stage's result is kept on the ``Kernel`` so ``kiln inspect`` can print it.
 """
@@ -99,6 +99,10 @@ class Kernel:
     args: list[Value | np.ndarray]
     outputs: list[Value]
     notes: list[str] = field(default_factory=list)   # schedule decisions, for inspect
+    template: Template | None = None
+    knobs: Any = None                                 # the template's knobs, as applied
+    te_outputs: list[te.Tensor] = field(default_factory=list)   # the TE, before te_func
+    trace: s_tir.Trace | None = None                  # the schedule's primitives, in order
 
 
 def lower_group(group: Group, target: Target, name: str | None = None,
@@ -113,10 +117,11 @@ def lower_group(group: Group, target: Target, name: str | None = None,
         return _written_kernel(group, plan, name, cuda.wgmma_gemm_func(
             *plan.knobs, [v.type.static_shape for v in (*group.anchor.inputs,
                                                         group.outputs[0])]))
-    te_func, args, anchor_block = build_te(group, plan)
-    func = apply_schedule(te_func, plan, anchor_block).with_attr("global_symbol", name)
-    return Kernel(name, group, te_func.with_attr("global_symbol", name), func, args,
-                  list(group.outputs), plan.notes)
+    te_func, args, anchor_block, te_outputs = build_te(group, plan)
+    func, trace = apply_schedule(te_func, plan, anchor_block)
+    return Kernel(name, group, te_func.with_attr("global_symbol", name),
+                  func.with_attr("global_symbol", name), args, list(group.outputs), plan.notes,
+                  plan.template, plan.knobs, te_outputs, trace)
 
 
 # -- 1. plan ------------------------------------------------------------------------------------
@@ -345,9 +350,10 @@ def row_rank(anchor: Node) -> int | None:
 
 # -- 2. TE --------------------------------------------------------------------------------------
 def build_te(group: Group, plan: SchedulePlan
-             ) -> tuple[tirx.PrimFunc, list[Value | np.ndarray], str | None]:
+             ) -> tuple[tirx.PrimFunc, list[Value | np.ndarray], str | None, list[te.Tensor]]:
     """The group's nodes as TE, made one PrimFunc. Returns it, where each of its inputs comes
-    from, and the name of the anchor's main block (the GEMM or conv the template tiles)."""
+    from, the name of the anchor's main block (the GEMM or conv the template tiles), and the
+    output tensors."""
     names = _Names()
     syms = symbolic_vars(group)
     tensors: dict[int, te.Tensor] = {}
@@ -384,8 +390,8 @@ def build_te(group: Group, plan: SchedulePlan
                 anchor_block = (reduction_of(outs) if n.op.name in GEMM_OPS else outs).op.name
         for o, t in zip(n.outputs, outs if isinstance(outs, tuple) else (outs,), strict=True):
             tensors[id(o)] = t
-    func = te.create_prim_func([*params, *(tensors[id(v)] for v in group.outputs)])
-    return func, args, anchor_block
+    outputs = [tensors[id(v)] for v in group.outputs]
+    return te.create_prim_func([*params, *outputs]), args, anchor_block, outputs
 
 
 def _padded_gemm(n: Node, info: NodeInfo, ins: list, plan: SchedulePlan, names: _Names,
@@ -469,10 +475,16 @@ def _constant_fn(imm: tirx.PrimExpr):
 
 
 # -- 3. schedule --------------------------------------------------------------------------------
-def apply_schedule(func: tirx.PrimFunc, plan: SchedulePlan,
-                   anchor_block: str | None) -> tirx.PrimFunc:
-    """Apply the plan's template; every kernel gets one (none ships unscheduled)."""
+def apply_schedule(func: tirx.PrimFunc, plan: SchedulePlan, anchor_block: str | None
+                   ) -> tuple[tirx.PrimFunc, s_tir.Trace]:
+    """Apply the plan's template (every kernel gets one: none ships unscheduled). Returns the
+    scheduled function and the trace of the schedule's primitives."""
     sch = s_tir.Schedule(func)
+    return _apply(sch, plan, anchor_block), sch.trace
+
+
+def _apply(sch: s_tir.Schedule, plan: SchedulePlan, anchor_block: str | None
+           ) -> tirx.PrimFunc:
     if plan.target.is_cuda:
         return _apply_cuda(sch, plan, anchor_block)
     isa = plan.target.isa
@@ -529,7 +541,7 @@ def _written_kernel(group: Group, plan: SchedulePlan, name: str, func: tirx.Prim
     "before scheduling" stage; ``args`` default to the anchor's inputs."""
     func = func.with_attr("global_symbol", name)
     return Kernel(name, group, func, func, args or list(group.anchor.inputs),
-                  list(group.outputs), plan.notes)
+                  list(group.outputs), plan.notes, plan.template, plan.knobs)
 
 
 def _ident(name: str) -> str:
