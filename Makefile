@@ -8,7 +8,7 @@ JOBS   ?= 2
 MODELS ?= .cache/models
 ARM_RUNTIME ?= .cache/arm-runtime
 
-.PHONY: demo test test-models test-arm arm-tools lint bench clean
+.PHONY: demo test test-models test-arm arm-tools test-report report-tools lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m ruff check kiln tests benchmarks examples
-	$(BIN)/python -m pytest -q -n $(JOBS) --durations=10 -m "not models and not arm"
+	$(BIN)/python -m pytest -q -n $(JOBS) --durations=10 -m "not models and not arm and not report"
 
 # the real pretrained models of tests/models/MANIFEST.json, fetched into $(MODELS) once
 test-models: $(STAMP)
@@ -41,6 +41,17 @@ test-arm: $(STAMP) arm-tools
 	$(BIN)/python tests/models/fetch.py $(MODELS) ppocr_mobile_v2_cls silero_vad_16k_sequence
 	KILN_ARM_RUNTIME=$(ARM_RUNTIME) KILN_MODELS=$(MODELS) \
 		$(BIN)/python -m pytest -q -n $(JOBS) -m arm tests/arm
+
+# Debian's Graphviz (kiln report draws the graph with dot), Chromium and ChromeDriver
+report-tools:
+	command -v dot >/dev/null && command -v chromium >/dev/null && \
+		command -v chromedriver >/dev/null || \
+		(apt-get update -q && apt-get install -y -q graphviz chromium chromium-driver)
+
+# kiln report on a small graph, MiniLM-L3 and MobileNetV3, each page opened in headless Chromium
+test-report: $(STAMP) report-tools
+	$(BIN)/python tests/models/fetch.py $(MODELS) paraphrase_minilm_l3 ppocr_mobile_v2_cls
+	KILN_MODELS=$(MODELS) $(BIN)/python -m pytest -q -n $(JOBS) -m report tests/report
 
 # one table: kiln vs numpy/OpenBLAS and ONNX Runtime (GEMM, int8, norms, real models)
 bench: $(STAMP)

@@ -22,10 +22,11 @@ from kiln.errors import (
 from kiln.frontend import builder as ops
 from kiln.frontend import nn
 from kiln.ir import DType, Graph, TensorType, Value, run_reference
+from kiln.stages import STAGES, inspect
 
 __version__ = "0.1.0"
 
-__all__ = ["ConstantInputError", "DType", "Graph", "InputError", "InternalError", "KilnError",
-           "KnobError", "Library", "ModelError", "TensorType", "Value", "compile",
-           "compile_stages", "load", "nn", "num_threads", "ops", "run_reference",
+__all__ = ["STAGES", "ConstantInputError", "DType", "Graph", "InputError", "InternalError",
+           "KilnError", "KnobError", "Library", "ModelError", "TensorType", "Value", "compile",
+           "compile_stages", "inspect", "load", "nn", "num_threads", "ops", "run_reference",
            "set_num_threads", "to_graph"]

@@ -1,8 +1,11 @@
-"""The ``kiln`` command line: compile a model, run a compiled library, print any compile stage.
+"""The ``kiln`` command line: compile a model, run a compiled library, print any compile stage,
+write an HTML report, bisect a numerics bug, tune.
 
     kiln compile model.onnx -o model.so --input-shape input_ids=1,128
-    kiln run model.so --input input_ids=ids.npy --bench
-    kiln inspect model.onnx --stage tir --group fused_dense_add_gelu
+    kiln run model.so --input input_ids=ids.npy --bench --profile
+    kiln inspect model.onnx --stage scheduled --group fused_dense_add_gelu
+    kiln report model.onnx -o report.html
+    kiln debug model.onnx
 
 A model is an ONNX file or a Python file defining ``build() -> kiln.Graph``. A user error (any
 ``KilnError``, a missing or unreadable file, a malformed argument) prints one line,
@@ -26,7 +29,7 @@ import numpy as np
 import tvm
 
 import kiln
-from kiln.codegen.library import Library, median_ms
+from kiln.codegen.library import KernelTime, Library, median_ms
 from kiln.debug import TOLERANCE, bisect
 from kiln.errors import KilnError
 from kiln.ir.graph import Graph
@@ -165,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--bench: runs averaged per sample (default: 10)")
     p.add_argument("--repeat", type=_positive_int, default=20, metavar="N",
                    help="--bench: samples the median is taken over (default: 20)")
+    p.add_argument("--profile", action="store_true",
+                   help="also time each kernel alone on the arguments it gets in a run, "
+                        "and print them slowest first")
     p.set_defaults(run=_cmd_run)
 
     p = sub.add_parser("inspect", formatter_class=fmt, help="print one stage of compiling a model",
@@ -189,6 +195,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tuning-db", metavar="FILE.jsonl",
                    help="apply the best knobs of a kiln tune database")
     p.set_defaults(run=_cmd_inspect)
+
+    p = sub.add_parser("report", formatter_class=fmt,
+                       help="write an HTML report: graph, per-kernel roofline, compile stats",
+                       description="Compile MODEL, profile each kernel on this machine, and "
+                                   "write one self-contained\nHTML file: the fused graph (a "
+                                   "click shows a group's TIR and assembly), a\ntable of "
+                                   "kernels (time, FLOPs, bytes, GFLOP/s, GB/s, share of the "
+                                   "roofline),\na roofline chart against peaks measured in the "
+                                   "same run, and compile\nstatistics. Needs Graphviz (dot).",
+                       epilog="example:\n  kiln report bert.onnx -o bert.html --input-shape "
+                              "input_ids=1,128")
+    _add_model_args(p)
+    p.add_argument("-o", "--output", required=True, metavar="REPORT.html",
+                   help="where to write the report")
+    p.add_argument("-i", "--input", action="append", type=_input_arg, default=[],
+                   metavar="NAME=FILE.npy",
+                   help="an input to profile with, from a .npy file (default: random)")
+    p.add_argument("--tuning-db", metavar="FILE.jsonl",
+                   help="apply the best knobs of a kiln tune database")
+    p.set_defaults(run=_cmd_report)
 
     p = sub.add_parser("debug", formatter_class=fmt,
                        help="find the first kernel whose numbers differ from the reference",
@@ -412,7 +438,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         samples = lib.benchmark(ordered, number=args.number, repeat=args.repeat)
         print(f"latency: {median_ms(samples):.4g} ms median over {args.number * args.repeat} "
               f"runs ({args.repeat} samples of {args.number})")
+    if args.profile:
+        print(format_profile(lib.profile(ordered)))
     return 0
+
+
+def format_profile(times: list[KernelTime]) -> str:
+    """Per-kernel times, slowest first, with each one's share of their sum."""
+    total = sum(t.ms * t.calls for t in times) or 1.0
+    width = max((len(t.name) for t in times), default=6)
+    lines = [f"{'kernel':<{width}}  {'calls':>5}  {'us/call':>9}  {'share':>6}"]
+    lines += [f"{t.name:<{width}}  {t.calls:>5}  {t.ms * 1e3:>9.2f}  "
+              f"{100 * t.ms * t.calls / total:5.1f}%" for t in times]
+    lines.append(f"{'sum of kernels':<{width}}  {'':>5}  {total * 1e3:>9.2f}")
+    return "\n".join(lines)
 
 
 def _tuning_db(args: argparse.Namespace) -> str | None:
@@ -430,6 +469,22 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         if i:
             print()
         print(highlight(s) if color else s)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from kiln.report import build_report, write_html
+    from kiln.report.html import require_dot
+    require_dot()                     # before compiling, not after
+    out = Path(args.output)
+    _probe_writable(out)
+    feeds = {name: _load_npy(file) for name, file in args.input}
+    report = build_report(load_model(args.model), get_target(args.target),
+                          _input_shapes(args.input_shape) or None, feeds,
+                          _tuning_db(args))
+    write_html(report, out)
+    print(f"wrote {out} ({_human_size(out.stat().st_size)}): {len(report.rows)} kernels"
+          + (f", model {report.latency_ms:.3f} ms" if report.latency_ms is not None else ""))
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -53,7 +54,12 @@ def compile_stages(model: object, target: str | Target = "x86",
     if tuning_db is not None:
         from kiln.tune.tuner import tuned_knobs
         knobs_for = tuned_knobs(tuning_db, tgt)
-    return lower_graph(to_graph(model, input_shapes, constants), tgt, knobs_for)
+    start = time.perf_counter()
+    g = to_graph(model, input_shapes, constants)
+    imported = time.perf_counter() - start
+    c = lower_graph(g, tgt, knobs_for)
+    c.seconds = {"import": imported, **c.seconds}
+    return c
 
 
 def compile(model: object, target: str | Target = "x86",  # noqa: A001

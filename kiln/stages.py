@@ -24,7 +24,7 @@ import numpy as np
 
 from kiln.codegen.lower import Kernel
 from kiln.codegen.pipeline import Compilation
-from kiln.codegen.stage_text import kernel_source, lowered_tir, te_text
+from kiln.codegen.stage_text import kernel_sources, lowered_tir, te_text
 from kiln.compiler import Shapes, compile_stages, to_graph
 from kiln.errors import KilnError
 from kiln.ir.passes.fuse import Group
@@ -79,7 +79,13 @@ def stage_texts(c: Compilation, stage: str, group: str | None = None,
             return [StageText(stage, f"fused graph {c.fused.graph.name}", str(c.fused), "text")]
         return [StageText(stage, f"group {g.name}", _group_text(g), "text") for g in groups]
     kernels = {k.name: k for k in c.kernels}
-    return [_kernel_stage(kernels[g.name], c.target, stage) for g in groups]
+    chosen = [kernels[g.name] for g in groups]
+    if stage in ("llvm", "asm", "cuda"):
+        fmt = {"llvm": "ll", "asm": "asm", "cuda": "cu"}[stage]
+        lexer = {"llvm": "llvm", "asm": "gas", "cuda": "cuda"}[stage]
+        code = kernel_sources([k.func for k in chosen], c.target, fmt)
+        return [StageText(stage, f"kernel {k.name}", code[k.name], lexer) for k in chosen]
+    return [_kernel_stage(k, c.target, stage) for k in chosen]
 
 
 def _check(stage: str, group: str | None, op: str | None) -> None:
@@ -126,11 +132,7 @@ def _kernel_stage(k: Kernel, target: Target, stage: str) -> StageText:
         trace = str(k.trace) if k.trace is not None else "# written scheduled: no trace"
         text = "\n".join(head) + "\n" + k.func.script() + "\n\n# the schedule's trace\n" + trace
         return StageText(stage, title, text, "python")
-    if stage == "lowered":
-        return StageText(stage, title, lowered_tir(k.func, target).script(), "python")
-    fmt = {"llvm": "ll", "asm": "asm", "cuda": "cu"}[stage]
-    lexer = {"llvm": "llvm", "asm": "gas", "cuda": "cuda"}[stage]
-    return StageText(stage, title, kernel_source(k.func, target, fmt), lexer)
+    return StageText(stage, title, lowered_tir(k.func, target).script(), "python")
 
 
 def highlight(s: StageText) -> str:

@@ -146,6 +146,29 @@ def test_run_bench_prints_latency(capsys: pytest.CaptureFixture, work: Path,
     assert float(ms.group(1)) > 0
 
 
+def test_run_profile_lists_every_kernel(capsys: pytest.CaptureFixture, work: Path,
+                                        library: Path) -> None:
+    status, out, err = call(capsys, "run", library, "-i", f"x={work / 'x.npy'}", "--profile")
+    assert status == 0, err
+    rows = re.findall(r"^(fused_\w+)\s+1\s+(\S+)\s+(\S+)%$", out, re.M)
+    assert sorted(r[0] for r in rows) == sorted(GROUPS), out
+    assert all(float(r[1]) > 0 for r in rows)
+    assert abs(sum(float(r[2]) for r in rows) - 100) < 0.5
+
+
+def test_profile_ranks_the_heavy_kernel_first() -> None:
+    """A 192^3 GEMM takes far longer than a ReLU over 192 values: it heads the profile."""
+    rng = np.random.default_rng(0)
+    g = kiln.Graph("two")
+    x = g.input("x", (192, 192), "float32")
+    h = kiln.ops.matmul(x, rng.standard_normal((192, 192)).astype(np.float32))
+    g.output(kiln.ops.relu(kiln.ops.sum(h, axes=[0])))
+    lib = kiln.compile(g)
+    times = lib.profile({"x": rng.standard_normal((192, 192)).astype(np.float32)})
+    assert len(times) == 2 and times[0].name.startswith("fused_matmul")
+    assert times[0].ms > 3 * times[1].ms > 0
+
+
 # -- inspect ------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("stage", "pattern"), [
     ("graph", r"graph tiny\(%x: f32\[4, 32\]\)"),

@@ -1,6 +1,7 @@
-"""What a kernel must do, counted from its unscheduled TIR: floating-point operations, and
-the bytes it must move at least (each input read once, each output written once): the two
-axes of a roofline.
+"""What a kernel must do, counted from its unscheduled TIR: the floating-point operations it
+executes (a GEMM padded to whole register tiles counts its padding: the work the hardware
+does), and the bytes it must move at least (each input read once, each output written once):
+the two axes of a roofline.
 
     flops(kernel.te_func)       # 2 M N K for a GEMM, plus its epilogue's arithmetic
     min_bytes(kernel)           # A, B and C once
@@ -17,12 +18,12 @@ from tvm import tirx
 from kiln.codegen.lower import Kernel
 from kiln.errors import KilnError
 
-_ARITH = ("Add", "Sub", "Mul", "Div", "Min", "Max", "FloorDiv", "FloorMod", "Mod")
+_ARITH = ("Add", "Sub", "Mul", "Div", "Min", "Max", "FloorDiv", "FloorMod", "Mod", "Select")
 
 
 def flops(func: tirx.PrimFunc) -> int:
     """Floating-point operations of one run of ``func`` (unscheduled: each block once per
-    trip of the loops around it). Each +, -, *, /, min, max and call (exp, sqrt, ...) with
+    trip of the loops around it). Each +, -, *, /, min, max, select and call (sqrt, ...) with
     a float result counts one, a subexpression used twice once (as the code computes it);
     integer index arithmetic and a block's init count none."""
     total = 0

@@ -10,7 +10,7 @@ import shutil
 import statistics
 import struct
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +98,15 @@ class TensorSpec:
         return f"{self.name}: {self.dtype}{list(self.shape)}"
 
 
+@dataclass
+class KernelTime:
+    """One kernel's time in a run of the model."""
+
+    name: str
+    calls: int            # per run of the model
+    ms: float             # per call, median
+
+
 class Library:
     """A compiled kiln model.
 
@@ -176,6 +185,37 @@ class Library:
         timer = vm.time_evaluator("main", self._device, number=number, repeat=repeat)
         return list(timer(*tensors).results)
 
+    def profile(self, inputs: Mapping[str, Any] | Sequence[Any], repeat: int = 7,
+                min_repeat_ms: int = 10) -> list[KernelTime]:
+        """Time each kernel: one run of the model records every kernel call and its arguments
+        (the VM's instrument hook), then each kernel runs again alone on those arguments
+        (``time_evaluator``: ``repeat`` repeats of at least ``min_repeat_ms``, the median).
+        Returns them slowest first."""
+        vm = self._machine()
+        tensors = (self._arguments((), inputs) if isinstance(inputs, Mapping)
+                   else self._arguments(tuple(inputs), {}))
+        calls: dict[str, list] = {}
+
+        def record(func: Any, name: str, before: bool, ret: Any, *args: Any) -> int:
+            if before and not name.startswith("vm.builtin."):
+                calls.setdefault(name, [0, args])[0] += 1
+            return 0                                  # VMInstrumentReturnKind.NO_OP
+
+        vm["main"](*tensors)                          # warm-up
+        vm.set_instrument(record)
+        try:
+            vm["main"](*tensors)
+        finally:
+            vm.set_instrument(None)
+        root = getattr(self._module, "mod", self._module)
+        times = []
+        for name, (count, args) in calls.items():
+            mod = find_module(root, lambda m, name=name: m.implements_function(name))
+            timer = mod.time_evaluator(
+                name, self._device, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
+            times.append(KernelTime(name, count, median_ms(timer(*args).results)))
+        return sorted(times, key=lambda t: -t.ms * t.calls)
+
     def export(self, path: str | os.PathLike) -> Path:
         """Write the model as a shared library (``.so``) that ``kiln.load`` reads back."""
         path = Path(path)
@@ -217,17 +257,21 @@ def load(path: str | os.PathLike) -> Library:
     return lib
 
 
-def _has_cuda(module: Any) -> bool:
-    """Whether a loaded library carries CUDA kernels (an imported module of kind cuda)."""
-    mod = getattr(module, "mod", module)
-    stack, seen = [mod], 0
-    while stack and seen < 64:
+def find_module(root: Any, match: Callable[[Any], bool]) -> Any:
+    """The first module in ``root``'s import tree (``root`` included) that ``match``es."""
+    stack, seen = [root], 0
+    while stack and seen < 256:
         m = stack.pop()
         seen += 1
-        if m.kind == "cuda":
-            return True
+        if match(m):
+            return m
         stack.extend(m.imports)
-    return False
+    return None
+
+
+def _has_cuda(module: Any) -> bool:
+    """Whether a loaded library carries CUDA kernels (an imported module of kind cuda)."""
+    return find_module(getattr(module, "mod", module), lambda m: m.kind == "cuda") is not None
 
 
 def _load_module(path: Path) -> Any:

@@ -3,6 +3,7 @@ kept on the ``Compilation`` so ``kiln inspect`` and tests can look at it."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ class Compilation:
     kernels: list[Kernel]
     relax_module: tvm.IRModule
     executable: object = field(default=None, repr=False)
+    seconds: dict[str, float] = field(default_factory=dict)    # each stage's compile time
 
     def kernel(self, name: str) -> Kernel:
         for k in self.kernels:
@@ -48,13 +50,31 @@ def lower_graph(g: Graph, target: str | Target = "x86",
     """Every stage up to the Relax module, without invoking LLVM. ``knobs_for`` gives a
     group's tuned knobs, or None for the template's defaults."""
     tgt = get_target(target)
-    optimized = optimize(g)
-    fused = fuse_groups(optimized, attention=cuda_attention if tgt.is_cuda else cpu_attention)
+    clock = _Clock()
+    optimized = clock("graph passes", optimize, g)
+    fused = clock("fusion", fuse_groups, optimized,
+                  attention=cuda_attention if tgt.is_cuda else cpu_attention)
     if tgt.is_cuda:
         check_cuda_support(fused.groups)
-    kernels = [lower_group(grp, tgt, knobs=knobs_for(grp) if knobs_for else None)
-               for grp in fused.groups]
-    return Compilation(tgt, g, optimized, fused, kernels, assemble(optimized, kernels))
+    kernels = clock("TE and schedules", lambda: [
+        lower_group(grp, tgt, knobs=knobs_for(grp) if knobs_for else None)
+        for grp in fused.groups])
+    relax_module = clock("Relax module", assemble, optimized, kernels)
+    return Compilation(tgt, g, optimized, fused, kernels, relax_module, seconds=clock.seconds)
+
+
+class _Clock:
+    """Runs a stage and adds its wall time to ``seconds[name]``."""
+
+    def __init__(self, seconds: dict[str, float] | None = None) -> None:
+        self.seconds = seconds if seconds is not None else {}
+
+    def __call__(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
 def build(c: Compilation) -> Compilation:
@@ -71,8 +91,9 @@ def build(c: Compilation) -> Compilation:
     passes = backend.dataflow_lower_passes(target) + backend.finalize_passes(target)
     if c.target.is_cuda:
         cuda.prepare_build()       # device code as a fatbin: the GPU host needs no compiler
+    clock = _Clock(c.seconds)
     with target:
-        lowered = tvm.transform.Sequential(passes)(c.relax_module)
+        lowered = clock("Relax lowering", tvm.transform.Sequential(passes), c.relax_module)
     ours = {k.name for k in c.kernels}
     # shape_func*: the VM's scalar arithmetic on symbolic dims (VMShapeLower), not a kernel
     extra = sorted(gv.name_hint for gv, f in lowered.functions.items()
@@ -83,5 +104,6 @@ def build(c: Compilation) -> Compilation:
     # cuda: global -> shared copies in a pipelined loop's async stage become cp.async
     config = {"tirx.use_async_copy": True} if c.target.is_cuda else {}
     with target, tvm.transform.PassContext(config=config):
-        c.executable = tvm.compile(lowered, target=target, relax_pipeline=None)
+        c.executable = clock("TIR lowering and codegen", tvm.compile, lowered, target=target,
+                             relax_pipeline=None)
     return c

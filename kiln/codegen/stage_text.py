@@ -3,16 +3,18 @@ lowering pipeline, and the code the target's backend emits (LLVM IR, assembly, C
 
     te_text(kernel.te_outputs)              # C[i, j] = sum(A[i, k] * B[k, j], k < 64)
     lowered_tir(kernel.func, target)        # what codegen sees
-    kernel_source(kernel.func, target, "asm")
+    kernel_sources([k.func for k in kernels], target, "asm")    # {kernel name: its assembly}
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import tvm
 from tvm import te, tirx
 
+from kiln.codegen import cuda
 from kiln.target import Target
 
 
@@ -167,16 +169,63 @@ def lowered_tir(func: tirx.PrimFunc, target: Target) -> tvm.IRModule:
     return pipe(tirx.transform.BindTarget(host)(tvm.IRModule({"main": func})))
 
 
-def kernel_source(func: tirx.PrimFunc, target: Target, fmt: str) -> str:
-    """The code the target's backend makes of ``func``: ``ll`` (LLVM IR) or ``asm`` for the
-    host (x86 or aarch64: LLVM writes the assembly itself, no cross toolchain needed), ``cu``
-    for a CUDA kernel (its CUDA C)."""
-    lib = tvm.compile(tvm.IRModule({func.attrs["global_symbol"]: func}),
-                      target=target.tvm())
+def kernel_sources(funcs: list[tirx.PrimFunc], target: Target, fmt: str) -> dict[str, str]:
+    """The code the target's backend makes of each of ``funcs`` (by kernel name), compiled
+    together as one module, as a library is: ``ll`` (LLVM IR) or ``asm`` for the host (x86
+    or aarch64: LLVM writes the assembly itself, no cross toolchain needed), ``cu`` for the
+    CUDA C of a cuda target's kernels."""
+    if target.is_cuda:
+        # as build() does: once TVM's CUDA runtime is loaded (by any cuda library in this
+        # process), tvm.compile compiles the CUDA C, with NVRTC unless told to use nvcc
+        cuda.prepare_build()
+    tgt = target.tvm()
+    names = [f.attrs["global_symbol"] for f in funcs]
+    with tgt:                         # nvcc reads the architecture off the current target
+        lib = tvm.compile(tvm.IRModule(dict(zip(names, funcs, strict=True))), target=tgt)
     mod = lib.mod
     if fmt == "cu":
         (device,) = [m for m in mod.imports if m.kind == "cuda"]
-        source = device.inspect_source("cuda")
-        start = source.find("extern \"C\"")          # after TVM's preamble of type helpers
-        return source[start:] if start > 0 else source
-    return mod.inspect_source(fmt)
+        return split_by_kernel(device.inspect_source("cuda"), names, "cu")
+    return split_by_kernel(mod.inspect_source(fmt), names, fmt)
+
+
+# where a function starts, and its symbol, in each kind of source
+_FUNCTION_START = {
+    "asm": re.compile(r"\s*\.type\s+([\w.$]+),[@%]function"),     # x86 @, aarch64 %
+    "ll": re.compile(r'define\b.*?@"?([\w.$]+)"?\('),
+    "cu": re.compile(r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\('),
+}
+
+
+def split_by_kernel(source: str, names: list[str], fmt: str) -> dict[str, str]:
+    """``source`` (a whole module's ``asm``, ``ll`` or ``cu``) cut into each kernel's part: the
+    functions whose symbol is the kernel's (``NAME``, ``__tvm_ffi_NAME``) or one of its
+    bodies or device kernels (``NAME_compute_``, ``NAME_kernel...``), and the parallel loops
+    LLVM outlines after a kernel's body (``__tvm_parallel_lambda.N``). What comes before the
+    first function (module headers, TVM's CUDA preamble) belongs to none."""
+    start = _FUNCTION_START[fmt]
+    known = set(names)
+    parts: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in source.splitlines():
+        m = start.match(line)
+        symbol = m.group(1).removeprefix(".L") if m else ""      # .L: a local symbol (asm)
+        if m and not symbol.startswith("__tvm_parallel_lambda"):      # else: the same owner
+            owner = _kernel_of(symbol, known)
+            current = parts.setdefault(owner, []) if owner else None
+        elif fmt == "ll" and line.startswith(("declare ", "attributes ", "!")):
+            current = None                    # LLVM's module trailer
+        if current is not None:
+            current.append(line)
+    return {name: "\n".join(parts.get(name, [])) for name in names}
+
+
+def _kernel_of(symbol: str, names: set[str]) -> str | None:
+    symbol = symbol.removeprefix("__tvm_ffi_")
+    if symbol in names:
+        return symbol
+    for marker in ("_compute_", "_kernel"):
+        head = symbol.split(marker)[0]
+        if head in names:
+            return head
+    return None
