@@ -33,6 +33,7 @@ from kiln.target import Target
 GRAPH_STAGES = ("graph", "simplified", "fused")
 KERNEL_STAGES = ("te", "tir", "scheduled", "lowered", "llvm", "asm", "cuda")
 STAGES = GRAPH_STAGES + KERNEL_STAGES
+_CODE = {"llvm": ("ll", "llvm"), "asm": ("asm", "gas"), "cuda": ("cu", "cuda")}  # format, lexer
 
 
 @dataclass
@@ -80,9 +81,8 @@ def stage_texts(c: Compilation, stage: str, group: str | None = None,
         return [StageText(stage, f"group {g.name}", _group_text(g), "text") for g in groups]
     kernels = {k.name: k for k in c.kernels}
     chosen = [kernels[g.name] for g in groups]
-    if stage in ("llvm", "asm", "cuda"):
-        fmt = {"llvm": "ll", "asm": "asm", "cuda": "cu"}[stage]
-        lexer = {"llvm": "llvm", "asm": "gas", "cuda": "cuda"}[stage]
+    if stage in _CODE:
+        fmt, lexer = _CODE[stage]
         code = kernel_sources([k.func for k in chosen], c.target, fmt)
         return [StageText(stage, f"kernel {k.name}", code[k.name], lexer) for k in chosen]
     return [_kernel_stage(k, c.target, stage) for k in chosen]
@@ -112,7 +112,7 @@ def _select(c: Compilation, group: str | None, op: str | None) -> list[Group]:
 def _group_text(g: Group) -> str:
     anchor = g.anchor.op.name if g.anchor is not None else "none"
     epilogue = [n.op.name for n in g.nodes[g.nodes.index(g.anchor) + 1:]] if g.anchor else []
-    return (f"# anchor: {anchor}; epilogue: {', '.join(epilogue) or 'none'}\n{g}")
+    return f"# anchor: {anchor}; epilogue: {', '.join(epilogue) or 'none'}\n{g}"
 
 
 def _kernel_stage(k: Kernel, target: Target, stage: str) -> StageText:
@@ -140,5 +140,5 @@ def highlight(s: StageText) -> str:
     from pygments import highlight as pyg_highlight
     from pygments.formatters import TerminalFormatter
     from pygments.lexers import get_lexer_by_name
-    lexer = get_lexer_by_name(s.language if s.language != "text" else "text")
-    return pyg_highlight(str(s), lexer, TerminalFormatter()).rstrip("\n")
+    return pyg_highlight(str(s), get_lexer_by_name(s.language),
+                         TerminalFormatter()).rstrip("\n")

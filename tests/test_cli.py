@@ -411,3 +411,16 @@ def test_inspect_symbolic_model(capsys: pytest.CaptureFixture, work: Path) -> No
 def test_bad_command(capsys: pytest.CaptureFixture, args: list[str], needles: list[str]) -> None:
     status, _, err = call(capsys, *args)
     assert_user_error(status, err, *needles)
+
+
+def test_inspect_colours_a_terminal_only(capsys: pytest.CaptureFixture, work: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    _, piped, _ = call(capsys, "inspect", work / "model.py", "--stage", "scheduled", *SHAPE)
+    assert "\x1b[" not in piped
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    _, coloured, _ = call(capsys, "inspect", work / "model.py", "--stage", "scheduled", *SHAPE)
+    assert "\x1b[" in coloured
+    assert re.sub(r"\x1b\[[0-9;]*m", "", coloured) == piped     # the same text, coloured
+    monkeypatch.setenv("NO_COLOR", "1")
+    _, plain, _ = call(capsys, "inspect", work / "model.py", "--stage", "scheduled", *SHAPE)
+    assert plain == piped

@@ -481,3 +481,48 @@ def roi_align(x: Value, rois: Operand, batch_indices: Operand, output_size: Sequ
 def bitcast(x: Value, dtype: object) -> Value:
     """``x``'s bits reinterpreted as ``dtype`` of the same width."""
     return _apply("bitcast", x, dtype=dtype)
+
+
+# -- recurrent layers ---------------------------------------------------------------------------
+_RECURRENT_ACTIVATIONS = {"lstm": ("sigmoid", "tanh", "tanh"), "gru": ("sigmoid", "tanh")}
+
+
+def lstm(x: Value, w: Operand, r: Operand, b: Operand | None = None, h0: Value | None = None,
+         c0: Value | None = None, direction: str = "forward") -> tuple[Value, Value, Value]:
+    """ONNX's LSTM layer: ``x`` [T, B, I], ``w`` [D, 4H, I], ``r`` [D, 4H, H] (gates i, o, f,
+    c), ``b`` [D, 8H] (input then recurrent biases); D = 2 when ``direction`` is
+    "bidirectional". Returns y [T, D, B, H], the last h [D, B, H] and the last c [D, B, H].
+    (``nn.LSTM`` takes PyTorch's layout and stacks layers.)"""
+    y, y_h, y_c = _recurrent("lstm", x, w, r, b, h0, c0, direction)
+    return y, y_h, y_c
+
+
+def gru(x: Value, w: Operand, r: Operand, b: Operand | None = None, h0: Value | None = None,
+        direction: str = "forward", linear_before_reset: bool = False) -> tuple[Value, Value]:
+    """ONNX's GRU layer: ``w`` [D, 3H, I], ``r`` [D, 3H, H] (gates z, r, h), ``b`` [D, 6H];
+    ``linear_before_reset`` applies the reset gate after the recurrent product (PyTorch's
+    GRU). Returns y [T, D, B, H] and the last h [D, B, H]."""
+    y, y_h = _recurrent("gru", x, w, r, b, h0, None, direction,
+                        linear_before_reset=linear_before_reset)
+    return y, y_h
+
+
+def _recurrent(op: str, x: Value, w: Operand, r: Operand, b: Operand | None,
+               h0: Value | None, c0: Value | None, direction: str, **extra: object
+               ) -> list[Value]:
+    from kiln.frontend.recurrent import check_weights, recurrent_layer
+    from kiln.ir.ops.rnn import ActivationFn, Direction
+
+    g = _graph_of(x)
+    w, r = _lift(g, w, name="W"), _lift(g, r, name="R")
+    b = _lift(g, b, name="B") if b is not None else None
+    try:
+        d = Direction(direction)
+    except ValueError:
+        raise ModelError(f"direction {direction!r} is not one of forward, reverse, "
+                         "bidirectional") from None
+    h = r.shape[-1]
+    check_weights(op, d.count, h, x, w, r)
+    acts = tuple(ActivationFn(a) for a in _RECURRENT_ACTIVATIONS[op]) * d.count
+    return recurrent_layer(g.add, g.constant, op, x, w, r, b, h0, c0, hidden_size=h,
+                           direction=d, activations=acts, **extra)

@@ -183,3 +183,133 @@ class TransformerEncoderLayer(Module):
             return ops.add(x, self.ffn(self.norm2(x)))
         x = self.norm1(ops.add(x, self.attn(x, mask)))
         return self.norm2(ops.add(x, self.ffn(x)))
+
+
+class _Recurrent(Module):
+    """PyTorch's ``nn.LSTM`` / ``nn.GRU``: ``num_layers`` stacked layers, each optionally
+    bidirectional, with PyTorch's parameter names and layouts (``weight_ih_l0`` [G*H, in],
+    ``weight_hh_l0`` [G*H, H], ``bias_ih_l0``, ``bias_hh_l0``, ``..._reverse`` for the second
+    direction), so ``load_state_dict`` takes a torch module's ``state_dict()`` (as NumPy).
+    Each layer is one input-projection GEMM over all timesteps and one recurrence kernel
+    (``ops.lstm`` / ``ops.gru``, as ONNX's LSTM and GRU)."""
+
+    op = ""
+    torch_gates: tuple[int, ...] = ()     # PyTorch's gate blocks in ONNX's order
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bidirectional: bool = False, batch_first: bool = False,
+                 rng: np.random.Generator | None = None, name: str = "") -> None:
+        if input_size < 1 or hidden_size < 1 or num_layers < 1:
+            raise ModelError(f"{type(self).__name__} needs input_size, hidden_size and "
+                             f"num_layers >= 1, got {input_size}, {hidden_size}, {num_layers}")
+        r = _rng(rng)
+        self.name = name or self.op
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.num_layers, self.directions = num_layers, 2 if bidirectional else 1
+        self.batch_first = batch_first
+        g = len(self.torch_gates) * hidden_size
+        self.params: dict[str, np.ndarray] = {}
+        for name_, shape in self._shapes(g).items():
+            self.params[name_] = _uniform(r, shape, hidden_size)     # PyTorch's init: 1/sqrt(H)
+
+    def _shapes(self, g: int) -> dict[str, tuple[int, ...]]:
+        shapes = {}
+        for layer in range(self.num_layers):
+            size = self.input_size if layer == 0 else self.hidden_size * self.directions
+            for suffix in ("", "_reverse")[:self.directions]:
+                shapes[f"weight_ih_l{layer}{suffix}"] = (g, size)
+                shapes[f"weight_hh_l{layer}{suffix}"] = (g, self.hidden_size)
+                shapes[f"bias_ih_l{layer}{suffix}"] = (g,)
+                shapes[f"bias_hh_l{layer}{suffix}"] = (g,)
+        return shapes
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Take every parameter from ``state`` (PyTorch names and shapes; tensors may be
+        NumPy arrays or anything ``np.asarray`` reads)."""
+        shapes = self._shapes(len(self.torch_gates) * self.hidden_size)
+        missing = sorted(set(shapes) - set(state))
+        extra = sorted(set(state) - set(shapes))
+        if missing or extra:
+            raise ModelError(f"{type(self).__name__} state: missing {missing}, unexpected "
+                             f"{extra}")
+        for name_, shape in shapes.items():
+            value = np.asarray(state[name_], dtype=np.float32)
+            if value.shape != shape:
+                raise ModelError(f"{name_} must be {list(shape)}, got {list(value.shape)}")
+            self.params[name_] = value
+
+    def _onnx_gates(self, a: np.ndarray) -> np.ndarray:
+        blocks = np.split(a, len(self.torch_gates), axis=0)
+        return np.concatenate([blocks[i] for i in self.torch_gates], axis=0)
+
+    def _layer_weights(self, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """W [D, G*H, in], R [D, G*H, H], B [D, 2*G*H] of one layer, in ONNX's gate order."""
+        ws, rs, bs = [], [], []
+        for suffix in ("", "_reverse")[:self.directions]:
+            p = {k: self.params[f"{k}_l{layer}{suffix}"]
+                 for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+            ws.append(self._onnx_gates(p["weight_ih"]))
+            rs.append(self._onnx_gates(p["weight_hh"]))
+            bs.append(np.concatenate([self._onnx_gates(p["bias_ih"]),
+                                      self._onnx_gates(p["bias_hh"])]))
+        return np.stack(ws), np.stack(rs), np.stack(bs)
+
+    def _run(self, x: Value, states: list[Value | None]) -> tuple[Value, list[Value]]:
+        """The stacked layers on ``x`` [T, B, in]; ``states``: initial states [L*D, B, H] or
+        None each. Returns y [T, B, D*H] and the last states, [L*D, B, H] each."""
+        if self.batch_first:
+            x = ops.transpose(x, (1, 0, 2))
+        if x.type.rank != 3 or x.shape[2] != self.input_size:
+            raise ModelError(f"{type(self).__name__} input must be [T, B, {self.input_size}]"
+                             f"{' (batch first)' if self.batch_first else ''}, got {x.type}")
+        d = self.directions
+        last: list[list[Value]] = [[] for _ in states]
+        for layer in range(self.num_layers):
+            w, r, b = self._layer_weights(layer)
+            names = [f"l{layer}.W", f"l{layer}.R", f"l{layer}.B"]
+            w, r, b = (self.param(x, a, n) for a, n in zip((w, r, b), names, strict=True))
+            init = [ops.slice(s, [layer * d], [(layer + 1) * d], [0]) if s is not None
+                    else None for s in states]
+            outs = self._layer(x, w, r, b, init, "bidirectional" if d == 2 else "forward")
+            y, layer_states = outs[0], outs[1:]
+            t, _, batch, h = y.shape              # y [T, D, B, H] -> [T, B, D*H]
+            x = ops.reshape(ops.transpose(y, (0, 2, 1, 3)), (t, batch, d * h))
+            for acc, s in zip(last, layer_states, strict=True):
+                acc.append(s)
+        final = [s[0] if len(s) == 1 else ops.concat(s, axis=0) for s in last]
+        return (ops.transpose(x, (1, 0, 2)) if self.batch_first else x), final
+
+    def _layer(self, x: Value, w: Value, r: Value, b: Value, init: list[Value | None],
+               direction: str) -> list[Value]:
+        raise NotImplementedError
+
+
+class LSTM(_Recurrent):
+    """``y, h_n, c_n = lstm(x, h0=None, c0=None)`` as PyTorch's ``nn.LSTM`` (see
+    ``_Recurrent``): y [T, B, D*H] ([B, T, D*H] batch first), h_n and c_n [L*D, B, H]."""
+
+    op = "lstm"
+    torch_gates = (0, 3, 1, 2)            # PyTorch i, f, g, o -> ONNX i, o, f, c
+
+    def forward(self, x: Value, h0: Value | None = None,
+                c0: Value | None = None) -> tuple[Value, Value, Value]:
+        y, (h_n, c_n) = self._run(x, [h0, c0])
+        return y, h_n, c_n
+
+    def _layer(self, x, w, r, b, init, direction):
+        return list(ops.lstm(x, w, r, b, init[0], init[1], direction))
+
+
+class GRU(_Recurrent):
+    """``y, h_n = gru(x, h0=None)`` as PyTorch's ``nn.GRU`` (see ``_Recurrent``): PyTorch
+    applies the reset gate after the recurrent product, ONNX's ``linear_before_reset``."""
+
+    op = "gru"
+    torch_gates = (1, 0, 2)               # PyTorch r, z, n -> ONNX z, r, h
+
+    def forward(self, x: Value, h0: Value | None = None) -> tuple[Value, Value]:
+        y, (h_n,) = self._run(x, [h0])
+        return y, h_n
+
+    def _layer(self, x, w, r, b, init, direction):
+        return list(ops.gru(x, w, r, b, init[0], direction, linear_before_reset=True))
