@@ -22,11 +22,11 @@ LENS = np.array([4, 0, 3], dtype=np.int32)   # an empty sequence gives zero stat
 def rnn_model(op: str, direction: str = "forward", *, states: bool = False, lens: bool = False,
               layout: int = 0, weights_const: bool = True, bias: bool = True,
               peephole: bool = False, opset: int = 14, outputs: tuple[str, ...] | None = None,
-              **attrs: object) -> tuple:
+              batch: int = B_, **attrs: object) -> tuple:
     """One recurrent node; returns the model and its feeds."""
     d, g = (2 if direction == "bidirectional" else 1), GATES[op]
-    x_shape = (B_, T_, I_) if layout else (T_, B_, I_)
-    s_shape = (B_, d, H_) if layout else (d, B_, H_)
+    x_shape = (batch, T_, I_) if layout else (T_, batch, I_)
+    s_shape = (batch, d, H_) if layout else (d, batch, H_)
     arrays = {"W": randn(d, g * H_, I_, seed=1) * 0.5, "R": randn(d, g * H_, H_, seed=2) * 0.5}
     if bias:
         arrays["B"] = randn(d, 2 * g * H_, seed=3) * 0.5
@@ -34,7 +34,7 @@ def rnn_model(op: str, direction: str = "forward", *, states: bool = False, lens
     names = ["X", "W", "R", "B" if bias else ""]
     names.append("lens" if lens else "")
     if lens:
-        feeds["lens"] = LENS
+        feeds["lens"] = LENS if batch == B_ else np.arange(batch, dtype=np.int32) * 3 % (T_ + 1)
     if states:
         feeds["h0"] = randn(*s_shape, seed=5)
     names.append("h0" if states else "")
@@ -82,6 +82,14 @@ def test_states_lens(op: str, direction: str) -> None:
     """Initial states and sequence_lens (outputs past a length are zero, Y_h holds the last
     valid step), constant weights and bias."""
     check_compiled(*rnn_model(op, direction, states=True, lens=True))
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("direction", ["reverse", "bidirectional"])
+def test_ragged_row_blocks(op: str, direction: str) -> None:
+    """Batch 11: the kernel steps rows in blocks of 8, the last one 3 rows short (rows past
+    the batch are computed and never written), each row its own length."""
+    check_compiled(*rnn_model(op, direction, states=True, lens=True, batch=11))
 
 
 @pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
