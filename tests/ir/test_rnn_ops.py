@@ -4,6 +4,8 @@ and attribute errors."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -109,11 +111,17 @@ def test_symbolic_sequence_length() -> None:
 
 
 def test_kernel_runs_sequences_in_parallel_and_vectorised() -> None:
-    g = recurrent_graph("gru", directions=2, has_h0=True, linear_before_reset=True)
+    g = recurrent_graph("gru", directions=2, has_h0=True, linear_before_reset=True, batch=11)
     (kernel,) = compile_stages(g).kernels
     text = kernel.func.script()
-    assert "T.parallel(6)" in text          # directions x batch
-    assert "T.vectorized(21)" in text       # the matvec over 3 * 7 gates
+    assert "T.parallel(4)" in text          # directions x blocks of 8 rows (8 + 3)
+    assert "T.unroll(8)" in text            # the rows of a block share each weight load
+    assert "T.vectorized(21)" in text       # the product over 3 * 7 gates (one chunk)
+    # a symbolic batch: one row per task, as many tasks as directions x rows
+    g = recurrent_graph("gru", directions=2, has_h0=True, linear_before_reset=True,
+                        batch="B")
+    (kernel,) = compile_stages(g).kernels
+    assert re.search(r"T\.parallel\(B \* 2|T\.parallel\(2 \* B", kernel.func.script())
 
 
 def test_wrong_weight_shape_is_a_model_error() -> None:
