@@ -101,6 +101,18 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                         "(repeatable)")
 
 
+def _add_inputs(p: argparse.ArgumentParser, what: str, random_default: bool = False) -> None:
+    default = "; default: random" if random_default else ""
+    p.add_argument("-i", "--input", action="append", type=_input_arg, default=[],
+                   metavar="NAME=FILE.npy",
+                   help=f"{what}, read from a .npy file (repeatable{default})")
+
+
+def _add_tuning_db(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tuning-db", metavar="FILE.jsonl",
+                   help="apply the best knobs 'kiln tune' recorded here (defaults elsewhere)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``kiln`` argument parser, with one subparser per command."""
     fmt = argparse.RawDescriptionHelpFormatter
@@ -121,8 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("-o", "--output", required=True, metavar="LIB.so",
                    help="where to write the library")
-    p.add_argument("--tuning-db", metavar="FILE.jsonl",
-                   help="apply the best knobs 'kiln tune' recorded here (defaults elsewhere)")
+    _add_tuning_db(p)
     p.set_defaults(run=_cmd_compile)
 
     p = sub.add_parser("tune", formatter_class=fmt, help="tune the schedule knobs of a model",
@@ -159,8 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example:\n  kiln run bert.so --input input_ids=ids.npy "
                               "--output-dir out/ --bench")
     p.add_argument("library", metavar="LIB.so", help="a library written by 'kiln compile'")
-    p.add_argument("-i", "--input", action="append", type=_input_arg, default=[],
-                   metavar="NAME=FILE.npy", help="an input, read from a .npy file (repeatable)")
+    _add_inputs(p, "an input")
     p.add_argument("--output-dir", metavar="DIR", help="write each output to DIR/NAME.npy")
     p.add_argument("--bench", action="store_true",
                    help="also time the model and print the median latency")
@@ -192,8 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print only this fused group / kernel (stages fused to cuda)")
     p.add_argument("--op", metavar="TYPE",
                    help="print only the groups holding an op of this type (stages fused to cuda)")
-    p.add_argument("--tuning-db", metavar="FILE.jsonl",
-                   help="apply the best knobs of a kiln tune database")
+    _add_tuning_db(p)
     p.set_defaults(run=_cmd_inspect)
 
     p = sub.add_parser("report", formatter_class=fmt,
@@ -209,11 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("-o", "--output", required=True, metavar="REPORT.html",
                    help="where to write the report")
-    p.add_argument("-i", "--input", action="append", type=_input_arg, default=[],
-                   metavar="NAME=FILE.npy",
-                   help="an input to profile with, from a .npy file (default: random)")
-    p.add_argument("--tuning-db", metavar="FILE.jsonl",
-                   help="apply the best knobs of a kiln tune database")
+    _add_inputs(p, "an input to profile with", random_default=True)
+    _add_tuning_db(p)
     p.set_defaults(run=_cmd_report)
 
     p = sub.add_parser("debug", formatter_class=fmt,
@@ -228,17 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example:\n  kiln debug bert.onnx --input-shape input_ids=1,128"
                               "\n  kiln debug model.py -i x=x.npy --tolerance 1e-4")
     _add_model_args(p)
-    p.add_argument("-i", "--input", action="append", type=_input_arg, default=[],
-                   metavar="NAME=FILE.npy",
-                   help="an input, read from a .npy file (repeatable; default: random)")
+    _add_inputs(p, "an input", random_default=True)
     p.add_argument("--tolerance", type=float, default=TOLERANCE, metavar="E",
                    help="the largest error allowed, as a share of the output's largest "
                         f"value (at least 1) (default: {TOLERANCE:g})")
     p.add_argument("--no-unfuse", action="store_true",
                    help="do not check the divergent kernel's ops one by one")
     p.add_argument("--seed", type=int, default=0, help="for the random inputs (default: 0)")
-    p.add_argument("--tuning-db", metavar="FILE.jsonl",
-                   help="apply the best knobs of a kiln tune database")
+    _add_tuning_db(p)
     p.set_defaults(run=_cmd_debug)
     return parser
 

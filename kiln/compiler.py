@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from kiln.codegen.library import Library
-from kiln.codegen.pipeline import Compilation, build, lower_graph
+from kiln.codegen.pipeline import Clock, Compilation, build, lower_graph
 from kiln.errors import KilnError
 from kiln.ir.graph import Graph
 from kiln.ir.specialize import specialize
@@ -54,11 +53,9 @@ def compile_stages(model: object, target: str | Target = "x86",
     if tuning_db is not None:
         from kiln.tune.tuner import tuned_knobs
         knobs_for = tuned_knobs(tuning_db, tgt)
-    start = time.perf_counter()
-    g = to_graph(model, input_shapes, constants)
-    imported = time.perf_counter() - start
-    c = lower_graph(g, tgt, knobs_for)
-    c.seconds = {"import": imported, **c.seconds}
+    clock = Clock()
+    c = lower_graph(clock("import", to_graph, model, input_shapes, constants), tgt, knobs_for)
+    c.seconds = {**clock.seconds, **c.seconds}
     return c
 
 

@@ -50,7 +50,7 @@ def lower_graph(g: Graph, target: str | Target = "x86",
     """Every stage up to the Relax module, without invoking LLVM. ``knobs_for`` gives a
     group's tuned knobs, or None for the template's defaults."""
     tgt = get_target(target)
-    clock = _Clock()
+    clock = Clock()
     optimized = clock("graph passes", optimize, g)
     fused = clock("fusion", fuse_groups, optimized,
                   attention=cuda_attention if tgt.is_cuda else cpu_attention)
@@ -63,7 +63,7 @@ def lower_graph(g: Graph, target: str | Target = "x86",
     return Compilation(tgt, g, optimized, fused, kernels, relax_module, seconds=clock.seconds)
 
 
-class _Clock:
+class Clock:
     """Runs a stage and adds its wall time to ``seconds[name]``."""
 
     def __init__(self, seconds: dict[str, float] | None = None) -> None:
@@ -91,7 +91,7 @@ def build(c: Compilation) -> Compilation:
     passes = backend.dataflow_lower_passes(target) + backend.finalize_passes(target)
     if c.target.is_cuda:
         cuda.prepare_build()       # device code as a fatbin: the GPU host needs no compiler
-    clock = _Clock(c.seconds)
+    clock = Clock(c.seconds)
     with target:
         lowered = clock("Relax lowering", tvm.transform.Sequential(passes), c.relax_module)
     ours = {k.name for k in c.kernels}
