@@ -416,13 +416,19 @@ def _positional(lib: Library, feeds: Mapping[str, np.ndarray]) -> list[np.ndarra
     return [feeds[n] for n in names] if sorted(names) == sorted(feeds) else None
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    lib = kiln.load(args.library)
+def _read_inputs(pairs: Sequence[tuple[str, str]]) -> dict[str, np.ndarray]:
+    """The ``--input NAME=FILE.npy`` arrays, by name; a name given twice is an error."""
     feeds: dict[str, np.ndarray] = {}
-    for name, file in args.input:
+    for name, file in pairs:
         if name in feeds:
             raise UsageError(f"--input gives input {name!r} twice")
         feeds[name] = _load_npy(file)
+    return feeds
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    lib = kiln.load(args.library)
+    feeds = _read_inputs(args.input)
     ordered = _positional(lib, feeds)
     if ordered is None:
         lib(**feeds)          # raises InputError naming the unknown and missing inputs
@@ -481,7 +487,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     require_dot()                     # before compiling, not after
     out = Path(args.output)
     _probe_writable(out)
-    feeds = {name: _load_npy(file) for name, file in args.input}
+    feeds = _read_inputs(args.input)
     report = build_report(load_model(args.model), get_target(args.target),
                           _input_shapes(args.input_shape) or None, feeds,
                           _tuning_db(args))
@@ -496,11 +502,11 @@ def _cmd_debug(args: argparse.Namespace) -> int:
                             _input_shapes(args.input_shape) or None,
                             tuning_db=_tuning_db(args))
     feeds = random_inputs(c.optimized, args.seed)
-    for name, file in args.input:
+    for name, _ in args.input:               # before reading any file
         if name not in feeds:
             raise UsageError(f"--input {name}: the model has no input {name!r}; its inputs: "
                              + ", ".join(feeds))
-        feeds[name] = _load_npy(file)
+    feeds.update(_read_inputs(args.input))
     report = bisect(c, feeds, args.tolerance, unfuse=not args.no_unfuse)
     print(report)
     return 0 if report.ok else 1
