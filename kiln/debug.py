@@ -15,6 +15,7 @@ spill into the next, so the first kernel over tolerance is the culprit, not a vi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -56,6 +57,7 @@ class DebugReport:
     """Every kernel's check in run order, the first that diverges, and its ops alone."""
 
     kernels: list[Check]
+    tolerance: float = TOLERANCE
     first_bad: Kernel | None = None
     unscheduled: Check | None = None     # the first bad kernel's TIR before scheduling
     ops: list[Check] = field(default_factory=list)
@@ -65,7 +67,8 @@ class DebugReport:
         return self.first_bad is None
 
     def __str__(self) -> str:
-        head = f"{'kernel':<40} {'template':<20} {'max error':>10}  (tolerance {TOLERANCE:g})"
+        head = (f"{'kernel':<40} {'template':<20} {'max error':>10}  "
+                f"(tolerance {self.tolerance:g})")
         lines = [head, *map(str, self.kernels)]
         if self.first_bad is None:
             lines.append(f"\nevery kernel matches the reference ({len(self.kernels)} kernels)")
@@ -86,7 +89,8 @@ class DebugReport:
         if self.first_bad is None or self.unscheduled is None:
             return "every kernel matches the reference"
         k = self.first_bad
-        wrong = [c for c in self.ops if not c.ok]
+        # an op that could not be compiled alone (error nan) is unknown, not wrong
+        wrong = [c for c in self.ops if not c.ok and not math.isnan(c.error)]
         if self.unscheduled.ok:
             return (f"its TIR before scheduling is right: the {k.template.value} schedule "
                     f"(knobs {k.knobs}) makes it wrong")
@@ -107,7 +111,7 @@ def bisect(c: Compilation, feeds: Mapping[str, np.ndarray], tolerance: float = T
         raise KilnError(f"kiln debug runs the kernels on this machine's CPU; {c.target.name} "
                         "kernels do not run there (pick an x86 target)")
     env = reference_values(c.optimized, feeds)
-    report = DebugReport([])
+    report = DebugReport([], tolerance)
     for k in c.kernels:
         check = Check(k.name, k.template.value if k.template else "",
                       _error(k, k.func, c, env), tolerance)

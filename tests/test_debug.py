@@ -115,8 +115,9 @@ def test_cli_exit_status(model: Path, capsys: pytest.CaptureFixture,
     assert main(["debug", str(model), "-i", f"x={tmp_path / 'x.npy'}"]) == 0
     assert "every kernel matches the reference (3 kernels)" in capsys.readouterr().out
     monkeypatch.setitem(COMPUTE, "gelu", _wrong_gelu)
-    assert main(["debug", str(model), "--no-unfuse"]) == 1
+    assert main(["debug", str(model), "--no-unfuse", "--tolerance", "1e-4"]) == 1
     out = capsys.readouterr().out
+    assert "(tolerance 0.0001)" in out
     assert "first divergent kernel: fused_dense_add_gelu" in out
     assert "its ops compiled alone" not in out
 
