@@ -8,7 +8,7 @@ JOBS   ?= 2
 MODELS ?= .cache/models
 ARM_RUNTIME ?= .cache/arm-runtime
 
-.PHONY: demo test test-models test-arm arm-tools test-report report-tools lint bench clean
+.PHONY: demo test test-models test-torch test-arm arm-tools test-report report-tools lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,14 +19,22 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
+# the examples on real models (tests/test_examples.py) need three of MANIFEST.json's models (71 MB)
 test: $(STAMP)
+	$(BIN)/python tests/models/fetch.py $(MODELS) paraphrase_minilm_l3 ppocr_mobile_v2_cls silero_vad_16k_sequence
 	$(BIN)/python -m ruff check kiln tests benchmarks examples
-	$(BIN)/python -m pytest -q -n $(JOBS) --durations=10 -m "not models and not arm and not report"
+	KILN_MODELS=$(MODELS) $(BIN)/python -m pytest -q -n $(JOBS) --durations=10 -m "not models and not arm and not report and not torch"
 
 # the real pretrained models of tests/models/MANIFEST.json, fetched into $(MODELS) once
 test-models: $(STAMP)
 	$(BIN)/python tests/models/fetch.py $(MODELS)
 	KILN_MODELS=$(MODELS) $(BIN)/python -m pytest -q -n $(JOBS) -m models tests/models
+
+# the torch frontend (kiln[torch]): torch's CPU wheel, installed where missing (it is large)
+test-torch: $(STAMP)
+	$(BIN)/python -c "import torch" 2>/dev/null || \
+		$(BIN)/python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+	$(BIN)/python -m pytest -q -n $(JOBS) -m torch tests
 
 # Debian's qemu-user, g++-aarch64-linux-gnu and cmake, installed where missing
 arm-tools:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kiln.codegen.assemble import META_FUNC
 from kiln.codegen.library import Library
 from kiln.codegen.pipeline import Clock, Compilation, build, lower_graph
 from kiln.errors import KilnError
@@ -66,12 +67,37 @@ def compile(model: object, target: str | Target = "x86",  # noqa: A001
     """Compile ``model`` for ``target`` ("x86", "x86-avx2", "x86-avx512", "arm-neon",
     "arm-neon-dotprod", "cuda", "cuda-sm80").
 
-    ``model`` is a ``kiln.Graph``, a path to an ONNX file or an ``onnx.ModelProto``;
+    ``model`` is a ``kiln.Graph``, a path to an ONNX file or an ``onnx.ModelProto``, or a
+    dict of named graphs, one library function each (``{"prefill": g1, "decode": g2}``,
+    called as ``lib["decode"](...)``; weights they share are stored once);
     ``input_shapes`` maps input names to shapes: an int fixes a dim, a str names a symbolic
     one (``{"input_ids": (1, "seq")}``). ``constants`` binds ONNX graph inputs to values
     (inputs kiln needs while compiling, such as a Resize's scales fed as an input); they
     are no longer inputs of the library. ``tuning_db``: a ``kiln tune`` database whose best
     knobs replace the defaults for the workloads it has measured (others keep them).
     """
+    if isinstance(model, Mapping):
+        return _compile_entry_points(model, target, tuning_db)
     c = build(compile_stages(model, target, input_shapes, constants, tuning_db))
     return Library(c.executable, compilation=c)
+
+
+def _compile_entry_points(graphs: Mapping[str, object], target: str | Target,
+                          tuning_db: str | os.PathLike | None) -> Library:
+    if not graphs:
+        raise KilnError("compile: the dict of entry points is empty")
+    for name, g in graphs.items():
+        if not isinstance(name, str) or not name.isidentifier() or name == META_FUNC:
+            raise KilnError(f"entry point name {name!r} must be a Python identifier other "
+                            f"than {META_FUNC!r}")
+        if not isinstance(g, Graph):
+            raise KilnError(f"entry point {name!r}: expected a kiln.Graph, got "
+                            f"{type(g).__name__}")
+    tgt = get_target(target)
+    knobs_for = None
+    if tuning_db is not None:
+        from kiln.tune.tuner import tuned_knobs
+        knobs_for = tuned_knobs(tuning_db, tgt)
+    stages = [lower_graph(g, tgt, knobs_for, entry=name) for name, g in graphs.items()]
+    build(*stages)
+    return Library(stages[0].executable, compilation=stages[0], entry_points=stages)

@@ -111,11 +111,13 @@ class Library:
     """A compiled kiln model.
 
     ``lib(x=array)`` or ``lib(array)`` runs it and returns the outputs, in graph-output order,
-    as NumPy arrays. ``lib.export(path)`` writes a shared library that ``kiln.load`` (or the
-    plain TVM runtime) loads again.
+    as NumPy arrays. A library of several entry points (``kiln.compile({"prefill": g1,
+    "decode": g2})``) runs each as ``lib["decode"](...)``. ``lib.export(path)`` writes a shared
+    library that ``kiln.load`` (or the plain TVM runtime) loads again.
     """
 
-    def __init__(self, module: Any, compilation: Any = None) -> None:
+    def __init__(self, module: Any, compilation: Any = None,
+                 entry_points: Sequence[Any] | None = None) -> None:
         self._module = module                    # relax Executable, or a loaded runtime Module
         self.compilation = compilation           # the stages, when compiled in this process
         cuda_lib = compilation.target.is_cuda if compilation is not None else _has_cuda(module)
@@ -129,14 +131,16 @@ class Library:
             self._elsewhere = (f"is compiled for {compilation.target.name} (aarch64): export it "
                                "(lib.export) and run it there, or under qemu-aarch64")
         if self._elsewhere:                      # compiled here to run elsewhere: export only
-            meta = signature(compilation.graph)
+            meta = signature({c.entry: c.graph for c in entry_points or [compilation]})
         else:
             self._vm = relax.VirtualMachine(module, self._device)
             meta = json.loads(bytes(self._vm[META_FUNC]().numpy()).decode())
         self.name: str = meta["name"]
-        self.inputs = [TensorSpec(d["name"], tuple(d["shape"]), d["dtype"]) for d in meta["inputs"]]
-        self.outputs = [TensorSpec(d["name"], tuple(d["shape"]), d["dtype"])
-                        for d in meta["outputs"]]
+        funcs = meta.get("functions") or {"main": meta}      # format 1: main only
+        self.functions = {name: Function(self, name, _specs(f["inputs"]), _specs(f["outputs"]))
+                          for name, f in funcs.items()}
+        first = next(iter(self.functions.values()))
+        self.inputs, self.outputs = first.inputs, first.outputs
 
     def _machine(self) -> relax.VirtualMachine:
         if self._vm is None:
@@ -144,56 +148,54 @@ class Library:
         return self._vm
 
     def __repr__(self) -> str:
-        return (f"Library({self.name}: ({', '.join(map(str, self.inputs))}) -> "
-                f"({', '.join(map(str, self.outputs))}))")
+        return f"Library({'; '.join(map(str, self.functions.values()))})"
 
-    def _arguments(self, args: tuple, kwargs: Mapping[str, Any]) -> list[tvm.runtime.Tensor]:
-        if len(args) > len(self.inputs):
-            raise InputError(f"{self.name} takes {len(self.inputs)} input(s), got {len(args)}")
-        feeds = dict(zip((s.name for s in self.inputs), args, strict=False))
-        for k, v in kwargs.items():
-            if k in feeds:
-                raise InputError(f"input {k!r} given twice")
-            feeds[k] = v
-        arrays = check_inputs([(s.name, TensorType.of(s.shape, s.dtype)) for s in self.inputs],
-                              feeds)
-        out = []
-        for spec in self.inputs:
-            arr = arrays[spec.name]
-            # np.ascontiguousarray would turn a 0-d array into a 1-d one
-            arr = arr if arr.flags.c_contiguous else arr.copy(order="C")
-            out.append(tvm.runtime.tensor(to_storage(arr, DType(spec.dtype)), self._device))
-        return out
+    def __getitem__(self, name: str) -> Function:
+        """The entry point ``name`` (``lib["decode"]``)."""
+        if name not in self.functions:
+            raise KilnError(f"{self.name} has no function {name!r}; it has "
+                            + ", ".join(self.functions))
+        return self.functions[name]
+
+    def _entry(self, name: str | None) -> Function:
+        if name is not None:
+            return self[name]
+        if len(self.functions) > 1:
+            names = list(self.functions)
+            raise KilnError(f"{self.name} has {len(names)} entry points ({', '.join(names)}): "
+                            f"call one, as lib[{names[0]!r}](...)")
+        return next(iter(self.functions.values()))
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> list[np.ndarray]:
-        result = self._machine()["main"](*self._arguments(args, kwargs))
-        results = [result] if len(self.outputs) == 1 else [result[i]
-                                                          for i in range(len(self.outputs))]
-        return [from_storage(r.numpy(), DType(s.dtype))
-                for r, s in zip(results, self.outputs, strict=True)]
+        return self._entry(None)(*args, **kwargs)
+
+    def _arguments(self, args: tuple, kwargs: Mapping[str, Any],
+                   entry: str | None = None) -> list[tvm.runtime.Tensor]:
+        return self._entry(entry).arguments(args, kwargs)
 
     def benchmark(self, inputs: Mapping[str, Any] | Sequence[Any], number: int = 10,
-                  repeat: int = 20) -> list[float]:
+                  repeat: int = 20, entry: str | None = None) -> list[float]:
         """Per-run latencies in seconds: ``repeat`` means, each over ``number`` runs.
-        ``inputs`` maps input names to arrays, or lists them in input order."""
-        vm = self._machine()
+        ``inputs`` maps input names to arrays, or lists them in input order; ``entry`` names
+        the function of a library that has several."""
+        vm, fn = self._machine(), self._entry(entry)
         if isinstance(inputs, Mapping):
-            tensors = self._arguments((), inputs)
+            tensors = fn.arguments((), inputs)
         else:
-            tensors = self._arguments(tuple(inputs), {})
-        vm["main"](*tensors)                     # warm-up: first-touch allocation, thread pool
-        timer = vm.time_evaluator("main", self._device, number=number, repeat=repeat)
+            tensors = fn.arguments(tuple(inputs), {})
+        vm[fn.name](*tensors)                    # warm-up: first-touch allocation, thread pool
+        timer = vm.time_evaluator(fn.name, self._device, number=number, repeat=repeat)
         return list(timer(*tensors).results)
 
     def profile(self, inputs: Mapping[str, Any] | Sequence[Any], repeat: int = 7,
-                min_repeat_ms: int = 10) -> list[KernelTime]:
+                min_repeat_ms: int = 10, entry: str | None = None) -> list[KernelTime]:
         """Time each kernel: one run of the model records every kernel call and its arguments
         (the VM's instrument hook), then each kernel runs again alone on those arguments
         (``time_evaluator``: ``repeat`` repeats of at least ``min_repeat_ms``, the median).
         Returns them slowest first."""
-        vm = self._machine()
-        tensors = (self._arguments((), inputs) if isinstance(inputs, Mapping)
-                   else self._arguments(tuple(inputs), {}))
+        vm, fn = self._machine(), self._entry(entry)
+        tensors = (fn.arguments((), inputs) if isinstance(inputs, Mapping)
+                   else fn.arguments(tuple(inputs), {}))
         calls: dict[str, list] = {}
 
         def record(func: Any, name: str, before: bool, ret: Any, *args: Any) -> int:
@@ -201,10 +203,10 @@ class Library:
                 calls.setdefault(name, [0, args])[0] += 1
             return 0                                  # VMInstrumentReturnKind.NO_OP
 
-        vm["main"](*tensors)                          # warm-up
+        vm[fn.name](*tensors)                         # warm-up
         vm.set_instrument(record)
         try:
-            vm["main"](*tensors)
+            vm[fn.name](*tensors)
         finally:
             vm.set_instrument(None)
         root = getattr(self._module, "mod", self._module)
@@ -229,6 +231,79 @@ class Library:
             else:
                 self._module.export_library(str(path))
         return path
+
+
+class Function:
+    """One entry point of a library: ``fn(*arrays, **named)`` returns NumPy outputs;
+    ``fn.on_device(...)`` returns them as TVM tensors, left where they are, to be fed to the
+    next call without a copy (a decoder's cache). Inputs may be NumPy arrays or such tensors.
+    A kernel that updates an input in place (``kv_cache_write``) updates the tensor passed."""
+
+    def __init__(self, lib: Library, name: str, inputs: list[TensorSpec],
+                 outputs: list[TensorSpec]) -> None:
+        self.lib, self.name, self.inputs, self.outputs = lib, name, inputs, outputs
+
+    def __repr__(self) -> str:
+        return (f"{self.name}({', '.join(map(str, self.inputs))}) -> "
+                f"({', '.join(map(str, self.outputs))})")
+
+    def __call__(self, /, *args: Any, **kwargs: Any) -> list[np.ndarray]:
+        return [from_storage(r.numpy(), DType(s.dtype))
+                for r, s in zip(self.on_device(*args, **kwargs), self.outputs, strict=True)]
+
+    def on_device(self, /, *args: Any, **kwargs: Any) -> list[tvm.runtime.Tensor]:
+        """Run, and return the outputs as TVM tensors on the library's device."""
+        vm = self.lib._machine()
+        tensors = self.arguments(args, kwargs)
+        try:
+            result = vm[self.name](*tensors)
+        except Exception as e:    # a kernel's own check (a cache position out of range)
+            message = str(e)
+            if "kiln: " not in message:
+                raise
+            raise InputError(message[message.index("kiln: ") + 6:].splitlines()[0]) from None
+        return [result] if len(self.outputs) == 1 else [result[i]
+                                                        for i in range(len(self.outputs))]
+
+    def arguments(self, args: tuple, kwargs: Mapping[str, Any]) -> list[tvm.runtime.Tensor]:
+        if len(args) > len(self.inputs):
+            raise InputError(f"{self.name} takes {len(self.inputs)} input(s), got {len(args)}")
+        feeds = dict(zip((s.name for s in self.inputs), args, strict=False))
+        for k, v in kwargs.items():
+            if k in feeds:
+                raise InputError(f"input {k!r} given twice")
+            feeds[k] = v
+        device = {k: feeds.pop(k) for k in list(feeds)
+                  if isinstance(feeds[k], tvm.runtime.Tensor)}
+        specs = {s.name: s for s in self.inputs}
+        for k, t in device.items():
+            spec = specs.get(k)
+            if spec is None:
+                continue                 # check_inputs names it with the other unknowns
+            if str(t.dtype) != spec.dtype or len(t.shape) != len(spec.shape) or any(
+                    isinstance(w, int) and w != g
+                    for w, g in zip(spec.shape, t.shape, strict=True)):
+                raise InputError(f"input {k!r}: expected {spec.dtype}{list(spec.shape)}, got "
+                                 f"a tensor of {t.dtype}{list(t.shape)}")
+            if t.device != self.lib._device:
+                raise InputError(f"input {k!r} is on {t.device}; the library runs on "
+                                 f"{self.lib._device}")
+        arrays = check_inputs([(s.name, TensorType.of(s.shape, s.dtype)) for s in self.inputs
+                               if s.name not in device], feeds)
+        out = []
+        for spec in self.inputs:
+            if spec.name in device:
+                out.append(device[spec.name])
+                continue
+            arr = arrays[spec.name]
+            # np.ascontiguousarray would turn a 0-d array into a 1-d one
+            arr = arr if arr.flags.c_contiguous else arr.copy(order="C")
+            out.append(tvm.runtime.tensor(to_storage(arr, DType(spec.dtype)), self.lib._device))
+        return out
+
+
+def _specs(described: list[dict]) -> list[TensorSpec]:
+    return [TensorSpec(d["name"], tuple(d["shape"]), d["dtype"]) for d in described]
 
 
 def _arm_linker() -> Any:

@@ -22,6 +22,7 @@ from kiln.errors import KnobError, ModelError
 from kiln.ir.dtype import to_storage
 from kiln.ir.graph import Node, Value
 from kiln.ir.ops.indexing import LOOP_NEST_OPS
+from kiln.ir.ops.kv_cache import KV_CACHE_OPS
 from kiln.ir.ops.reduce import AXIS_REDUCTIONS, reduce_axes
 from kiln.ir.ops.registry import Pattern
 from kiln.ir.ops.rnn import RECURRENT_OPS
@@ -29,6 +30,7 @@ from kiln.ir.passes.fuse import Group
 from kiln.ir.types import Dim, format_shape, normalize_axis
 from kiln.schedules import arm, cuda, x86
 from kiln.schedules.compute import COMPUTE, NodeInfo
+from kiln.schedules.compute.kv_cache import KEY_BLOCK, kv_cache_write_func
 from kiln.schedules.compute.matmul import (
     dense_operand,
     gemm_padded,
@@ -44,6 +46,13 @@ from kiln.schedules.compute.quant import (
     pack_weight_dot,
 )
 from kiln.schedules.compute.registry import shape_of, te_shape
+from kiln.schedules.x86.int_conv import (
+    default_dot_conv_knobs,
+    dot_conv1x1,
+    dot_conv1x1_fits,
+    pack_dot_conv_weight,
+    schedule_dot_conv1x1,
+)
 from kiln.schedules.x86.int_gemm import (
     VPDPBUSD,
     DotInstruction,
@@ -53,6 +62,7 @@ from kiln.schedules.x86.int_gemm import (
 from kiln.target import Target
 
 GEMM_OPS = ("matmul", "dense", "matmul_integer")
+IN_PLACE_OPS = ("kv_cache_write",)     # their kernel stores into input 0 (Kernel.inplace)
 
 
 class Template(Enum):
@@ -60,6 +70,7 @@ class Template(Enum):
 
     GEMM = "gemm"
     DOT_GEMM = "int8 dot gemm"  # matmul_integer, constant weight: vpdpbusd (VNNI) or sdot
+    DOT_CONV = "int8 dot conv1x1"   # conv2d_integer 1x1 on NCHW uint8: vpdpbusd (int_conv.py)
     CONV2D = "conv2d"
     POOL = "pool"
     ROW_REDUCTION = "row reduction"
@@ -71,6 +82,7 @@ class Template(Enum):
     TENSOR_CORE_GEMM = "tensor-core gemm"   # float16 on mma.sync, float32 accumulators
     FLASH_ATTENTION = "flash attention"     # cuda: one pass over K/V tiles, online softmax
     WGMMA_GEMM = "wgmma gemm"               # sm_90a float16: warpgroup MMA from shared memory
+    IN_PLACE = "in-place update"            # a written kernel that stores into an input
 
 
 @dataclass
@@ -103,16 +115,23 @@ class Kernel:
     knobs: Any = None                                 # the template's knobs, as applied
     te_outputs: list[te.Tensor] = field(default_factory=list)   # the TE, before te_func
     trace: s_tir.Trace | None = None                  # the schedule's primitives, in order
+    inplace: int | None = None      # the arg the (one) output is written into, in place
 
 
 def lower_group(group: Group, target: Target, name: str | None = None,
-                knobs: Any = None) -> Kernel:
+                knobs: Any = None, in_place: bool = True) -> Kernel:
     """Build the TE of ``group``, make it a PrimFunc and schedule it for ``target``, with the
-    template's default knobs or ``knobs`` (tuned ones, of the template's knob type)."""
+    template's default knobs or ``knobs`` (tuned ones, of the template's knob type). An
+    in-place op (``IN_PLACE_OPS``) stores into its first input, or with ``in_place=False``
+    into a copy of it."""
     name = _ident(name or group.name)
     plan = plan_schedule(group, target, knobs)
     if plan.template is Template.FLASH_ATTENTION:
         return _flash_attention_kernel(group, plan, name)
+    if plan.template is Template.IN_PLACE:
+        n = group.anchor
+        func = kv_cache_write_func(n.attrs, n.inputs[0].type, n.inputs[1].type, in_place)
+        return replace(_written_kernel(group, plan, name, func), inplace=0 if in_place else None)
     if plan.template is Template.WGMMA_GEMM:
         return _written_kernel(group, plan, name, cuda.wgmma_gemm_func(
             *plan.knobs, [v.type.static_shape for v in (*group.anchor.inputs,
@@ -151,6 +170,14 @@ def _plan_cpu(group: Group, target: Target, tuned: Any) -> SchedulePlan:
         return SchedulePlan(Template.RECURRENCE, target, dtype, notes=[
             f"{anchor.op.name}: time loop written scheduled (parallel over directions x batch, "
             "vectorised matvec and gate math)"])
+    if anchor is not None and anchor.op.name == "kv_cache_write":
+        return SchedulePlan(Template.IN_PLACE, target, dtype, notes=[
+            "kv_cache_write: the new keys and values stored into the cache in place (parallel "
+            "over batch x heads, vectorised over the head dim)"])
+    if anchor is not None and anchor.op.name == "kv_attention":
+        return SchedulePlan(Template.RECURRENCE, target, dtype, notes=[
+            f"kv_attention: flash-style loop nest written scheduled (parallel over batch x "
+            f"heads x queries, online softmax over blocks of {KEY_BLOCK} keys)"])
     if anchor is not None and anchor.op.name in LOOP_NEST_OPS:
         return SchedulePlan(Template.RECURRENCE, target, dtype, notes=[
             f"{anchor.op.name}: loop nest written scheduled in its compute (parallel over "
@@ -180,6 +207,10 @@ def _plan_cpu(group: Group, target: Target, tuned: Any) -> SchedulePlan:
         # task column, no unrolled k (TVM cannot prove a split of a symbolic extent exact)
         knobs = replace(knobs, nc=knobs.nc if isinstance(n, int) else knobs.nr,
                         ku=knobs.ku if isinstance(k, int) else 1)
+        if tuned is None and not isinstance(m, int):
+            # M is padded to whole cache tiles: a symbolic M (a prompt's length) may be as
+            # small as a few rows, so its tile is one register tile (8 tokens: 8 rows, not 64)
+            knobs = replace(knobs, mc=knobs.mr)
         plan = SchedulePlan(Template.GEMM, target, dtype, knobs,
                             packed_weight=_packable_weight(anchor),
                             notes=[f"gemm M={m} N={n} K={k}: {knobs}"])
@@ -192,7 +223,14 @@ def _plan_cpu(group: Group, target: Target, tuned: Any) -> SchedulePlan:
             plan.notes.append(f"%{anchor.inputs[1].name} packed per task into K x "
                               f"{knobs.nr} panels at run time (N={n} is not a multiple of nr)")
         return plan
-    if anchor is not None and anchor.op.name in ("conv2d", "conv_transpose2d"):
+    if anchor is not None and _dot_conv(anchor, target):
+        o, width = anchor.outputs[0].shape[1], anchor.outputs[0].shape[3]
+        knobs = tuned or default_dot_conv_knobs(o, width)
+        return SchedulePlan(Template.DOT_CONV, target, dtype, knobs,
+                            packed_weight=anchor.inputs[1].data, notes=[
+                                f"int8 1x1 conv {format_shape(anchor.outputs[0].shape)} on "
+                                f"vpdpbusd (NCHW, 4 channels interleaved per dot): {knobs}"])
+    if anchor is not None and anchor.op.name in ("conv2d", "conv_transpose2d", "conv2d_integer"):
         out = anchor.outputs[0].type
         wshape = anchor.inputs[1].type.static_shape
         if anchor.op.name == "conv_transpose2d":   # a conv2d over the zero-inserted input
@@ -233,8 +271,9 @@ def _reduction_plan(group: Group, target: Target, dtype: str, generic: str,
 
 
 # ops whose x86 templates have no CUDA counterpart yet
-CUDA_PENDING = ("conv2d", "conv_transpose2d", "pool", "matmul_integer", *RECURRENT_OPS,
-                *LOOP_NEST_OPS)
+CUDA_PENDING = ("conv2d", "conv_transpose2d", "pool", "matmul_integer", "conv2d_integer",
+                *RECURRENT_OPS,
+                *LOOP_NEST_OPS, *KV_CACHE_OPS)
 
 
 def check_cuda_support(groups: list[Group]) -> None:
@@ -379,7 +418,10 @@ def build_te(group: Group, plan: SchedulePlan
         info = NodeInfo(n.attrs, tuple(o.type for o in n.outputs), names.fresh(n.name), syms,
                         tuple(v.type for v in n.inputs))
         ins = [tensors.get(id(v)) for v in n.inputs]      # None: the weight, packed below
-        if n is anchor and plan.template in (Template.GEMM, Template.DOT_GEMM):
+        if n is anchor and plan.template is Template.DOT_CONV:
+            outs = _dot_conv_te(info, ins, plan, names, params, args)
+            anchor_block = f"{info.name}_gemm"
+        elif n is anchor and plan.template in (Template.GEMM, Template.DOT_GEMM):
             outs = _padded_gemm(n, info, ins, plan, names, params, args)
             anchor_block = f"{info.name}_gemm"       # the padded GEMM under the view
         else:
@@ -424,6 +466,27 @@ def _padded_gemm(n: Node, info: NodeInfo, ins: list, plan: SchedulePlan, names: 
     product = integer_product(info.shape, ins[0], ins[2], ins[3]) \
         if n.op.name == "matmul_integer" else None
     return gemm_padded(info, ins[0], b_at, k_extent, m_pad, n_pad, product)
+
+
+def _dot_conv(n: Node, target: Target) -> bool:
+    """A conv2d_integer the x86 vpdpbusd 1x1 template takes (``dot_conv1x1_fits``)."""
+    if n.op.name != "conv2d_integer" or not target.int8_dot or target.is_arm:
+        return False
+    x = n.inputs[0]
+    return dot_conv1x1_fits(x.shape, n.inputs[1].data, x.dtype.value, n.attrs)
+
+
+def _dot_conv_te(info: NodeInfo, ins: list, plan: SchedulePlan, names: _Names,
+                 params: list[te.Tensor], args: list[Value | np.ndarray]) -> te.Tensor:
+    """The 1x1 int8 conv's TE, its weight as [O padded to occ, C] int8 and its row sums as
+    parameters."""
+    o = info.shape[1]
+    w8, wsum = pack_dot_conv_weight(plan.packed_weight, x86.round_up(o, plan.knobs.occ))
+    for arr, hint in ((w8, "w8"), (wsum, "wsum")):
+        params.append(te.placeholder(arr.shape, str(arr.dtype), name=names.fresh(hint)))
+        args.append(arr)
+    return dot_conv1x1(info.name, info.shape, ins[0], ins[2], params[-2], params[-1],
+                       w8.shape[0])
 
 
 def _dot_instruction(target: Target) -> DotInstruction:
@@ -493,6 +556,8 @@ def _apply(sch: s_tir.Schedule, plan: SchedulePlan, anchor_block: str | None
         x86.schedule_gemm(sch, anchor_block, plan.knobs, isa)
     elif plan.template is Template.DOT_GEMM:
         schedule_dot_gemm(sch, anchor_block, plan.knobs, _dot_instruction(plan.target))
+    elif plan.template is Template.DOT_CONV:
+        schedule_dot_conv1x1(sch, anchor_block, plan.knobs)
     elif plan.template is Template.CONV2D:
         x86.schedule_conv2d(sch, anchor_block, plan.knobs, isa)
     elif plan.template is Template.ATTENTION:

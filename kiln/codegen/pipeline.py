@@ -15,7 +15,13 @@ from tvm.relax.backend.cuda import pipeline as cuda_pipeline
 
 from kiln.codegen import cuda
 from kiln.codegen.assemble import assemble
-from kiln.codegen.lower import Kernel, check_cuda_support, cuda_attention, lower_group
+from kiln.codegen.lower import (
+    IN_PLACE_OPS,
+    Kernel,
+    check_cuda_support,
+    cuda_attention,
+    lower_group,
+)
 from kiln.errors import InternalError
 from kiln.ir.graph import Graph
 from kiln.ir.passes import FusedGraph, fuse_groups, optimize
@@ -35,6 +41,7 @@ class Compilation:
     relax_module: tvm.IRModule
     executable: object = field(default=None, repr=False)
     seconds: dict[str, float] = field(default_factory=dict)    # each stage's compile time
+    entry: str = "main"                     # the library function that runs this graph
 
     def kernel(self, name: str) -> Kernel:
         for k in self.kernels:
@@ -46,9 +53,11 @@ class Compilation:
 
 
 def lower_graph(g: Graph, target: str | Target = "x86",
-                knobs_for: Callable[[Group], Any] | None = None) -> Compilation:
+                knobs_for: Callable[[Group], Any] | None = None,
+                entry: str = "main") -> Compilation:
     """Every stage up to the Relax module, without invoking LLVM. ``knobs_for`` gives a
-    group's tuned knobs, or None for the template's defaults."""
+    group's tuned knobs, or None for the template's defaults. ``entry`` names the library
+    function; other than ``main``, it prefixes the kernel names (unique across functions)."""
     tgt = get_target(target)
     clock = Clock()
     optimized = clock("graph passes", optimize, g)
@@ -56,11 +65,32 @@ def lower_graph(g: Graph, target: str | Target = "x86",
                   attention=cuda_attention if tgt.is_cuda else cpu_attention)
     if tgt.is_cuda:
         check_cuda_support(fused.groups)
+    prefix = "" if entry == "main" else f"{entry}_"
+    in_place = writable_in_place(optimized, fused.groups)
     kernels = clock("TE and schedules", lambda: [
-        lower_group(grp, tgt, knobs=knobs_for(grp) if knobs_for else None)
-        for grp in fused.groups])
-    relax_module = clock("Relax module", assemble, optimized, kernels)
-    return Compilation(tgt, g, optimized, fused, kernels, relax_module, seconds=clock.seconds)
+        lower_group(grp, tgt, name=prefix + grp.name,
+                    knobs=knobs_for(grp) if knobs_for else None, in_place=i in in_place)
+        for i, grp in enumerate(fused.groups)])
+    relax_module = clock("Relax module", assemble, {entry: (optimized, kernels)})
+    return Compilation(tgt, g, optimized, fused, kernels, relax_module, seconds=clock.seconds,
+                       entry=entry)
+
+
+def writable_in_place(g: Graph, groups: list[Group]) -> set[int]:
+    """The groups (by index, in run order) whose in-place kernel may store into its input:
+    the input is not a weight, not an output of the graph, and no later kernel reads it. A
+    graph input qualifies (the caller's cache is updated, as documented); the others get a
+    kernel that copies first."""
+    safe = set()
+    outputs = {id(v) for v in g.outputs}
+    for i, grp in enumerate(groups):
+        if grp.anchor is None or grp.anchor.op.name not in IN_PLACE_OPS:
+            continue
+        x = grp.anchor.inputs[0]
+        later = any(x in later.inputs for later in groups[i + 1:])
+        if not (x.is_constant or id(x) in outputs or later):
+            safe.add(i)
+    return safe
 
 
 class Clock:
@@ -77,8 +107,9 @@ class Clock:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
-def build(c: Compilation) -> Compilation:
-    """Compile the Relax module to machine code for the target.
+def build(c: Compilation, *others: Compilation) -> Compilation:
+    """Compile the Relax module to machine code for the target; ``others`` (entry points
+    lowered with distinct ``entry`` names, for the same target) join ``c`` in one library.
 
     kiln's Relax module holds nothing but ``call_tir``s of scheduled kernels, so of TVM's CPU
     pipeline only the lowering half runs (dataflow lowering, static memory planning, VM
@@ -87,14 +118,19 @@ def build(c: Compilation) -> Compilation:
     on a GEMM) must never reach the library.
     """
     target = c.target.tvm()
+    module = c.relax_module
+    if others:
+        if any(o.target.name != c.target.name for o in others):
+            raise InternalError("the entry points of one library must share a target")
+        module = assemble({x.entry: (x.optimized, x.kernels) for x in (c, *others)})
     backend = cuda_pipeline if c.target.is_cuda else cpu_generic
     passes = backend.dataflow_lower_passes(target) + backend.finalize_passes(target)
     if c.target.is_cuda:
         cuda.prepare_build()       # device code as a fatbin: the GPU host needs no compiler
     clock = Clock(c.seconds)
     with target:
-        lowered = clock("Relax lowering", tvm.transform.Sequential(passes), c.relax_module)
-    ours = {k.name for k in c.kernels}
+        lowered = clock("Relax lowering", tvm.transform.Sequential(passes), module)
+    ours = {k.name for x in (c, *others) for k in x.kernels}
     # shape_func*: the VM's scalar arithmetic on symbolic dims (VMShapeLower), not a kernel
     extra = sorted(gv.name_hint for gv, f in lowered.functions.items()
                    if isinstance(f, tirx.PrimFunc) and gv.name_hint not in ours
@@ -106,4 +142,6 @@ def build(c: Compilation) -> Compilation:
     with target, tvm.transform.PassContext(config=config):
         c.executable = clock("TIR lowering and codegen", tvm.compile, lowered, target=target,
                              relax_pipeline=None)
+    for o in others:
+        o.executable = c.executable
     return c

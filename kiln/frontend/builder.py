@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from kiln.errors import ModelError
+from kiln.ir.dtype import as_dtype
 from kiln.ir.graph import Graph, Value
 from kiln.ir.types import Dim, format_shape
 
@@ -526,3 +527,33 @@ def _recurrent(op: str, x: Value, w: Operand, r: Operand, b: Operand | None,
     acts = tuple(ActivationFn(a) for a in _RECURRENT_ACTIVATIONS[op]) * d.count
     return recurrent_layer(g.add, g.constant, op, x, w, r, b, h0, c0, hidden_size=h,
                            direction=d, activations=acts, **extra)
+
+
+# -- a decoder's key/value cache (kiln/ir/ops/kv_cache.py) ---------------------------------------
+def kv_cache_write(cache: Value, k: Value, v: Value, pos: Value, layer: int) -> Value:
+    """The cache ``[L, 2, B, H, C, D]`` with layer ``layer``'s keys and values ``[B, H, T, D]``
+    stored at positions ``pos .. pos + T - 1`` (``pos``: a 0-d int64 tensor). Compiled, the
+    write is in place: only those T rows move."""
+    return _apply("kv_cache_write", cache, k, v, pos, layer=layer)
+
+
+def kv_attention(q: Value, cache: Value, pos: Value, layer: int,
+                 scale: float | None = None) -> Value:
+    """Causal attention of the queries ``q [B, H, T, D]`` at positions ``pos .. pos + T - 1``
+    over layer ``layer``'s cached keys and values: query t sees positions ``0 .. pos + t``.
+    ``scale`` defaults to ``1 / sqrt(D)``. One flash-style kernel: an online softmax over
+    blocks of keys, linear in the position."""
+    d = q.shape[-1]
+    if scale is None:
+        if not isinstance(d, int):
+            raise ModelError("kv_attention: a symbolic head dim needs an explicit scale")
+        scale = 1.0 / float(np.sqrt(d))
+    return _apply("kv_attention", q, cache, pos, layer=layer, scale=float(scale))
+
+
+def full(g: Graph, shape: Sequence[int], value: float | int = 0, dtype: object = "float32"
+         ) -> Value:
+    """A tensor of ``shape`` filled with ``value``, computed when the model runs (a large
+    one is never stored in the library): a decoder's empty key/value cache."""
+    fill = g.constant(np.array(value, dtype=as_dtype(dtype).np), name="fill")
+    return g.add("broadcast_to", [fill], shape=tuple(shape))[0]

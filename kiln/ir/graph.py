@@ -123,11 +123,20 @@ class Graph:
         self.nodes.append(node)
         return node.outputs
 
-    def output(self, *values: Value) -> None:
-        """Mark values as graph outputs, in order."""
-        for v in values:
+    def output(self, *values: Value, names: Sequence[str] | None = None) -> None:
+        """Mark values as graph outputs, in order; ``names`` renames them (the names a
+        compiled library's outputs get)."""
+        if names is not None and len(names) != len(values):
+            raise ModelError(f"{len(values)} output(s) but {len(names)} name(s)")
+        for i, v in enumerate(values):
             if v.graph is not self:
                 raise ModelError(f"output %{v.name} belongs to another graph")
+            if names is not None and names[i] != v.name:
+                if names[i] in self._names:
+                    raise ModelError(f"name {names[i]!r} is already used in graph {self.name!r}")
+                self._names.discard(v.name)
+                self._names.add(names[i])
+                v.name = names[i]
             self.outputs.append(v)
 
     # -- queries ----------------------------------------------------------------------------

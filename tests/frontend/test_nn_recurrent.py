@@ -132,9 +132,10 @@ def test_one_recurrence_kernel_per_layer() -> None:
     assert len(gemms) == 2 and all("M=200" in " ".join(k.notes) for k in gemms)
 
 
+@pytest.mark.torch                                   # make test-torch installs it
 @pytest.mark.parametrize("kind", ["LSTM", "GRU"])
 def test_matches_torch(kind: str) -> None:
-    torch = pytest.importorskip("torch")          # optional: pip install torch
+    torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     ref = getattr(torch.nn, kind)(10, 12, num_layers=2, bidirectional=True)
     module = getattr(nn, kind)(10, 12, 2, bidirectional=True)

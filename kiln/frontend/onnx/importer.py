@@ -26,6 +26,7 @@ from kiln.frontend.onnx.context import (
     onnx_dtype,
     op_key,
 )
+from kiln.frontend.onnx.qdq import fuse_qdq
 from kiln.ir.graph import Graph, Value
 from kiln.ir.types import Dim, TensorType, format_shape
 
@@ -158,8 +159,9 @@ def _check_declared(vi: onnx.ValueInfoProto, v: Value) -> None:
     dtype_ok = not tt.elem_type or DTYPES.get(tt.elem_type) == v.dtype
     shape_ok, declared = True, "?"
     if tt.HasField("shape"):
-        dims: list[Dim] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-                           for d in tt.shape.dim]
+        # a negative dim_value (Paddle's -1) means "any size", as in _input_type
+        dims: list[Dim] = [d.dim_value if d.HasField("dim_value") and d.dim_value >= 0
+                           else (d.dim_param or "?") for d in tt.shape.dim]
         declared = format_shape(dims)
         shape_ok = len(dims) == v.type.rank and not any(
             isinstance(a, int) and isinstance(b, int) and a != b
@@ -278,7 +280,7 @@ def import_onnx(model: str | os.PathLike | onnx.ModelProto,
     proto = _load(model)
     _unsupported(proto)   # before onnx's checker, which stops at the first op it does not know
     opset = _opset(proto)
-    proto = _validate(proto)
+    proto = fuse_qdq(_validate(proto))     # QDQ groups -> quantized ops (integer kernels)
     onnx_graph = proto.graph
 
     ctx = Context(Graph(onnx_graph.name or "main"), opset)

@@ -4,6 +4,7 @@ from kiln.ir.ops import (  # noqa: F401  (registration)
     conv,
     elementwise,
     indexing,
+    kv_cache,
     matmul,
     movement,
     nn,

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from kiln.ir.graph import Graph, Value
 
+# A fold may grow the constants by this much over its inputs (a broadcast of one zero to a
+# 25 MB key/value cache is cheaper to fill at run time than to store in the library).
+MAX_GROWTH_BYTES = 1 << 20
+
 
 def fold_constants(g: Graph, max_bytes: int = 64 << 20) -> int:
     """Replace nodes with all-constant inputs by constants, in place. Results larger than
-    ``max_bytes`` stay computed at run time. Returns the number of nodes folded."""
+    ``max_bytes``, or more than ``MAX_GROWTH_BYTES`` larger than the inputs, stay computed at
+    run time. Returns the number of nodes folded."""
     kept, folded = [], 0
     for n in g.nodes:
         if (not n.inputs or not all(v.is_constant for v in n.inputs)
                 or not all(o.type.is_static for o in n.outputs)):   # sized at run time
+            kept.append(n)
+            continue
+        out_bytes = sum(o.type.numel * o.dtype.np.itemsize for o in n.outputs)
+        if out_bytes - sum(v.data.nbytes for v in n.inputs) > MAX_GROWTH_BYTES:
             kept.append(n)
             continue
         results = n.op.run_reference(n.attrs, [v.data for v in n.inputs])

@@ -8,6 +8,7 @@ from kiln.schedules.compute import (  # noqa: F401  (registration)
     conv,
     elementwise,
     indexing,
+    kv_cache,
     matmul,
     movement,
     nn,

@@ -22,7 +22,7 @@ from kiln.schedules.compute.registry import NodeInfo, compute, const, shape_of
 PAD_SUFFIX = "_pad"   # the padding stage is named ``<conv block>_pad``
 
 
-def _padded_input(name: str, x: te.Tensor, padding: tuple[int, int, int, int],
+def padded_input(name: str, x: te.Tensor, padding: tuple[int, int, int, int],
                   stride_w: int) -> te.Tensor:
     """``xp[n, c, h, phase, j] = xpad[n, c, h, j * stride_w + phase]`` (zero outside ``x``)."""
     n, c, h, w = shape_of(x)
@@ -56,7 +56,7 @@ def conv2d(n: NodeInfo, x: te.Tensor, w: te.Tensor) -> te.Tensor:
     (sh, sw), (dh, dw) = at.strides, at.dilations
     ocg = oc // at.groups                     # output channels per group
     if any(at.padding) or sw > 1:
-        xp = _padded_input(n.name, x, at.padding, sw)
+        xp = padded_input(n.name, x, at.padding, sw)
 
         def src(b: Any, ch: Any, row: Any, ow: Any, q: Any) -> Any:
             return xp[b, ch, row, (q * dw) % sw, ow + (q * dw) // sw]

@@ -28,7 +28,7 @@ from tvm.script.ir_builder import tirx as T
 
 from kiln.ir.ops.indexing import ScatterReduction
 from kiln.ir.types import normalize_axis
-from kiln.schedules.compute.registry import NodeInfo, compute, const, shape_of
+from kiln.schedules.compute.registry import NodeInfo, compute, const, shape_of, te_shape
 
 
 def _in_range(v: Any, dim: int) -> Any:
@@ -122,7 +122,10 @@ PARALLEL_MIN_ELEMS = 16384
 
 
 def _rows_loop(rows: int, elems: int):
-    """The loop over independent rows: parallel when there is enough work to split."""
+    """The loop over independent rows: parallel when there is enough work to split (always
+    where the rows are symbolic)."""
+    if not isinstance(rows, int):
+        return T.parallel
     return T.parallel if rows > 1 and elems >= PARALLEL_MIN_ELEMS else T.serial
 
 
@@ -161,7 +164,7 @@ def _extern(n: NodeInfo, inputs: list[te.Tensor], *parts: Callable[..., None]) -
             stmts.append(ib.get())
         return stmts[0] if len(stmts) == 1 else tirx.SeqStmt(stmts)
 
-    outs = te.extern([o.static_shape for o in n.outs], inputs, fcompute, name=n.name,
+    outs = te.extern([te_shape(o.shape, n.syms) for o in n.outs], inputs, fcompute, name=n.name,
                      dtype=[o.dtype.value for o in n.outs])
     return tuple(outs) if len(n.outs) > 1 else (outs[0] if isinstance(outs, list) else outs)
 
@@ -185,11 +188,13 @@ def _cumulative(n: NodeInfo, x: te.Tensor, op: Callable[[Any, Any], Any],
     rev, excl = n.attrs.reverse, n.attrs.exclusive
 
     def body(xb: tirx.Buffer, yb: tirx.Buffer) -> None:
-        if math.prod(shape) == 0:
+        if any(isinstance(d, int) and d == 0 for d in shape):
             T.evaluate(0)
             return
         rows = math.prod(lead)
-        with _rows_loop(rows, math.prod(shape))(0, rows) as r:
+        # a symbolic dim (a sequence length) counts as large enough to split
+        elems = math.prod(d if isinstance(d, int) else PARALLEL_MIN_ELEMS for d in shape)
+        with _rows_loop(rows, elems)(0, rows) as r:
             row = _unravel(r, lead)
 
             def at(k: Any, j: list) -> list:

@@ -14,6 +14,7 @@ from kiln.schedules.compute.registry import (
     compute,
     is_one,
     shape_of,
+    te_shape,
 )
 
 
@@ -86,7 +87,7 @@ def split(n: NodeInfo, x: te.Tensor) -> tuple[te.Tensor, ...]:
 
     outs, lo = [], 0
     for k, (t, size) in enumerate(zip(n.outs, n.attrs.sizes, strict=True)):
-        outs.append(te.compute(t.static_shape, part(lo), name=f"{n.name}_{k}"))
+        outs.append(te.compute(te_shape(t.shape, n.syms), part(lo), name=f"{n.name}_{k}"))
         lo += size
     return tuple(outs)
 

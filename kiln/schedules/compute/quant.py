@@ -30,6 +30,7 @@ from tvm import te, tirx
 from kiln.ir.dtype import DType
 from kiln.ir.ops.quant import calc_dtype, quant_range
 from kiln.ir.types import normalize_axis
+from kiln.schedules.compute.conv import padded_input
 from kiln.schedules.compute.matmul import gemm_padded, matmul_operand
 from kiln.schedules.compute.narrow import convert
 from kiln.schedules.compute.registry import (
@@ -232,3 +233,28 @@ def fixed_point_multiply(n: NodeInfo, x: te.Tensor, m: te.Tensor, s: te.Tensor) 
         return tirx.shift_right(high + bias, right).astype("int32")
 
     return te.compute(shape, f, name=n.name)
+
+
+@compute("conv2d_integer")
+def conv2d_integer(n: NodeInfo, x: te.Tensor, w: te.Tensor, xz: te.Tensor) -> te.Tensor:
+    """The direct convolution of ``conv2d`` on ``x - xz``: the padding stage (``<name>_pad``,
+    which the conv templates place) centres the bytes in int32 as it copies them, so padding
+    is the zero point's 0 and the reduction is ``xp * w`` with no zero point inside it."""
+    at = n.attrs
+    oc, cg, kh, kw = shape_of(w)
+    (sh, sw), (dh, dw) = at.strides, at.dilations
+    ocg = oc // at.groups
+    centred = te.compute(shape_of(x), lambda *i: x(*i).astype("int32") - xz().astype("int32"),
+                         name=f"{n.name}_centred")
+    xp = padded_input(n.name, centred, at.padding, sw)
+    rc = te.reduce_axis((0, cg), name="rc")
+    rh = te.reduce_axis((0, kh), name="rh")
+    rw = te.reduce_axis((0, kw), name="rw")
+
+    def f(b: Any, o: Any, oh: Any, ow: Any) -> Any:
+        ch = rc if at.groups == 1 else (o // ocg) * cg + rc
+        q = rw * dw
+        return te.sum(xp[b, ch, oh * sh + rh * dh, q % sw, ow + q // sw] * w[o, rc, rh, rw],
+                      axis=[rc, rh, rw])
+
+    return te.compute(n.shape, f, name=n.name)

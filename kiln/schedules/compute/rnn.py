@@ -84,7 +84,7 @@ def activation(f: ActivationFn, x: tirx.PrimExpr) -> tirx.PrimExpr:
     return tirx.max(x, zero) + tirx.log(one + fastmath.exp(-tirx.abs(x)))
 
 
-def _vector_loop(n: int, width: int, body: Callable[[tirx.PrimExpr], None]) -> None:
+def vector_loop(n: int, width: int, body: Callable[[tirx.PrimExpr], None]) -> None:
     """``body(j)`` for j in [0, n): whole vectors of ``width``, then one narrower tail vector
     (static sizes, so no lane is ever predicated)."""
     full, tail = divmod(n, width)
@@ -168,7 +168,7 @@ class _Kernel:
             for r in range(rows):
                 for buf, name in ((hbuf, "h0"), (cbuf, "c0")):
                     init = self.ins.get(name)
-                    _vector_loop(h, GATE_WIDTH, lambda j, buf=buf, init=init, r=r: T.buffer_store(
+                    vector_loop(h, GATE_WIDTH, lambda j, buf=buf, init=init, r=r: T.buffer_store(
                         buf, init[d, safe[r], j] if init is not None
                         else tirx.const(0, self.dtype), [r, j]))
             if "lens" in self.ins:
@@ -183,7 +183,7 @@ class _Kernel:
             for k, buf in enumerate((hbuf, cbuf)[:len(self.outs) - 1]):
                 out = self.outs[1 + k]     # an empty sequence leaves zero states (as onnxruntime)
                 for r in range(rows):
-                    self.if_valid(r, lambda buf=buf, out=out, r=r: _vector_loop(
+                    self.if_valid(r, lambda buf=buf, out=out, r=r: vector_loop(
                         h, GATE_WIDTH, lambda j: T.buffer_store(
                             out, tirx.Select(self.n[r] > 0, buf[r, j], zero),
                             [d, self.b[r], j])))
@@ -242,7 +242,7 @@ class _Kernel:
                         cell(r)
                     if zero_past_end:
                         with T.Else():
-                            _vector_loop(self.h, GATE_WIDTH, lambda j: T.buffer_store(
+                            vector_loop(self.h, GATE_WIDTH, lambda j: T.buffer_store(
                                 y, tirx.const(0, self.dtype), [s, self.d, self.b[r], j]))
             self.if_valid(r, run)
 
@@ -308,7 +308,7 @@ class _Kernel:
                     act(g, r, h + j, f[0], x(r, 1, j) + g[r, h + j] + peep(1, j, cbuf[r, j]))
                     T.buffer_store(hbuf, g[r, h + j] * activation(f[2], cbuf[r, j]), [r, j])
                     out(r, j)
-                _vector_loop(h, GATE_WIDTH, unit)
+                vector_loop(h, GATE_WIDTH, unit)
             self.per_row(s, cell)
         elif self.op == "gru":
             lbr = self.at.linear_before_reset
@@ -332,7 +332,7 @@ class _Kernel:
                     def unit(j) -> None:
                         zr(r, j)
                         update(r, j, g[r, h + j] * (g[r, 2 * h + j] + rbh[d, j]))
-                    _vector_loop(h, GATE_WIDTH, unit)
+                    vector_loop(h, GATE_WIDTH, unit)
                 self.per_row(s, cell)
             else:
                 rh = self.rh
@@ -341,10 +341,10 @@ class _Kernel:
                     def unit(j) -> None:
                         zr(r, j)
                         T.buffer_store(rh, g[r, h + j] * hbuf[r, j], [r, j])
-                    _vector_loop(h, GATE_WIDTH, unit)
+                    vector_loop(h, GATE_WIDTH, unit)
                 self.per_row(s, reset, zero_past_end=False)
                 self.matmul(rh, 2 * h, h)
-                self.per_row(s, lambda r: _vector_loop(
+                self.per_row(s, lambda r: vector_loop(
                     h, GATE_WIDTH, lambda j: update(r, j, g[r, 2 * h + j])))
         else:
             self.matmul(hbuf, 0, h)
@@ -353,7 +353,7 @@ class _Kernel:
                 def unit(j) -> None:
                     act(hbuf, r, j, f[0], x(r, 0, j) + g[r, j])
                     out(r, j)
-                _vector_loop(h, GATE_WIDTH, unit)
+                vector_loop(h, GATE_WIDTH, unit)
             self.per_row(s, cell)
 
 

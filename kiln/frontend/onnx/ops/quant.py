@@ -232,6 +232,42 @@ def _qlinear_matmul(node: onnx.NodeProto, ctx: Context) -> list[Value]:
     return [_requantize(ctx, acc, ratio, y_zp, y_zp.dtype, min(bound, INT32_MAX))]
 
 
+@onnx_op("QGemm", domain=MS)
+def _qgemm(node: onnx.NodeProto, ctx: Context) -> list[Value]:
+    """onnxruntime's quantized Gemm: ``alpha * (A - az) @ (B - bz) + C`` with ``C`` the int32
+    bias at scale ``a_scale * b_scale``; requantized to ``y_scale`` / ``y_zero_point`` when
+    given, else dequantized to float32. ``b`` per tensor or per column (of ``op(B)``)."""
+    a, a_scale = ctx.required(0), ctx.required(1)
+    b, b_scale = ctx.required(3), ctx.required(4)
+    az, bz = _zero_point(ctx, 2, a), _zero_point(ctx, 5, b)
+    if a.type.rank != 2 or b.type.rank != 2:
+        raise ModelError(f"QGemm needs 2-D A and B, got {a.type} and {b.type}")
+    if int(ctx.attr("transA", 0)):
+        a = ctx.emit("transpose", [a], perm=(1, 0))
+    if int(ctx.attr("transB", 0)):
+        b = ctx.emit("transpose", [b], perm=(1, 0))          # folds for a constant weight
+    acc = _matmul_integer(ctx, a, b, _scalar(ctx, az, "a_zero_point"), bz)
+    bias = ctx.input(6)
+    k = a.shape[-1]
+    bound = k * _span(a.dtype) * _span(b.dtype) if isinstance(k, int) else INT32_MAX
+    if bias is not None:
+        if bias.dtype is not DType.int32:
+            raise ModelError(f"QGemm's C must be int32, got {bias.type}")
+        bound += int(np.abs(bias.data).max()) if bias.data is not None else INT32_MAX
+        acc = ctx.emit("add", [acc, bias])
+    per_column = b_scale.type.rank == 1 and b_scale.shape[0] != 1
+    b_scale = b_scale if per_column else _scalar(ctx, b_scale, "b_scale")
+    scale = ctx.emit("mul", [_scalar(ctx, a_scale, "a_scale"), b_scale])
+    scale = ctx.emit("mul", [scale, ctx.scalar(float(ctx.attr("alpha", 1.0)), scale)])
+    y_scale = ctx.input(7)
+    if y_scale is None:
+        return [ctx.emit("mul", [_cast(ctx, acc, DType.float32), scale])]
+    y_zp = ctx.input(8)
+    y_zp = _scalar(ctx, y_zp, "y_zero_point") if y_zp is not None else _zero(ctx, a.dtype)
+    ratio = ctx.emit("div", [scale, _scalar(ctx, y_scale, "y_scale")])
+    return [_requantize(ctx, acc, ratio, y_zp, y_zp.dtype, min(bound, INT32_MAX))]
+
+
 # -- integer convolution ------------------------------------------------------------------------
 def _ints(ctx: Context, name: str, k: int, default: int) -> list[int]:
     v = [int(a) for a in ctx.attr(name, [default] * k)]
@@ -240,9 +276,10 @@ def _ints(ctx: Context, name: str, k: int, default: int) -> list[int]:
     return v
 
 
-def _conv2d(ctx: Context, x: Value, w: Value) -> Value:
+def _conv2d(ctx: Context, x: Value, w: Value, xz: Value | None = None) -> Value:
     """The node's Conv attributes (strides, dilations, pads / auto_pad, group) applied to
-    ``conv2d``; a 1-D convolution runs as a 2-D one of height 1."""
+    ``conv2d`` (``conv2d_integer`` of ``x - xz`` with a zero point ``xz``); a 1-D convolution
+    runs as a 2-D one of height 1."""
     if x.type.rank not in (3, 4) or w.type.rank != x.type.rank or not w.type.is_static:
         raise ModelError(f"only 1-D and 2-D convolution with a static weight is supported, "
                          f"got input {x.type} and weight {w.type}")
@@ -269,26 +306,27 @@ def _conv2d(ctx: Context, x: Value, w: Value) -> Value:
     else:
         raise ModelError(f"unknown auto_pad {auto_pad!r}")
     group = int(ctx.attr("group", 1))
+    op, extra = ("conv2d", []) if xz is None else ("conv2d_integer", [xz])
     if k == 2:
-        return ctx.emit("conv2d", [x, w], strides=strides, dilations=dilations, groups=group,
+        return ctx.emit(op, [x, w, *extra], strides=strides, dilations=dilations, groups=group,
                         padding=(pads[0], pads[1], pads[2], pads[3]))
     x2 = reshape(ctx, x, (*x.shape[:2], 1, x.shape[2]))
     w2 = reshape(ctx, w, (*w.shape[:2], 1, kernel[0]))
-    y = ctx.emit("conv2d", [x2, w2], strides=(1, strides[0]), dilations=(1, dilations[0]),
+    y = ctx.emit(op, [x2, w2, *extra], strides=(1, strides[0]), dilations=(1, dilations[0]),
                  groups=group, padding=(0, pads[0], 0, pads[1]))
     return reshape(ctx, y, (*y.shape[:2], y.shape[3]))
 
 
 def _conv_integer(ctx: Context, x: Value, w: Value, xz: Value, wz: Value) -> Value:
-    """``conv(x - xz, w - wz)`` in int32; ``wz`` per tensor or per output channel."""
+    """``conv(x - xz, w - wz)`` in int32 (``conv2d_integer``: the kernel reads the bytes of
+    ``x``); ``wz`` per tensor or per output channel."""
     i32 = DType.int32
-    x32 = ctx.emit("sub", [_cast(ctx, x, i32), _cast(ctx, _scalar(ctx, xz, "x_zero_point"), i32)])
     if wz.type.rank == 1 and wz.shape[0] != 1:
         wz = reshape(ctx, wz, (wz.shape[0], *([1] * (w.type.rank - 1))))
     elif wz.type.rank:
         wz = _scalar(ctx, wz, "w_zero_point")
     w32 = ctx.emit("sub", [_cast(ctx, w, i32), _cast(ctx, wz, i32)])   # folds for a weight
-    return _conv2d(ctx, x32, w32)
+    return _conv2d(ctx, x, w32, _scalar(ctx, xz, "x_zero_point"))
 
 
 @onnx_op("ConvInteger")
