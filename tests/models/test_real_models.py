@@ -153,3 +153,27 @@ def test_t5_int8_output_within_onnxruntimes_own_spread() -> None:
     lib = kiln.compile(path, "x86", input_shapes={k: v.shape for k, v in feeds.items()})
     err = relative_error(lib(**feeds)[0], want)
     assert err <= 2 * spread, f"kiln {err:.3g} from onnxruntime; its builds {spread:.3g} apart"
+
+
+def test_minilm_dynamic_int8_within_onnxruntimes_own_spread(tmp_path: Path) -> None:
+    """MiniLM-L3 quantised by onnxruntime's ``quantize_dynamic`` (int8 weights, activations
+    quantised at run time by DynamicQuantizeLinear, MatMulInteger): as for the int8 T5, kiln
+    must land within twice the distance between onnxruntime's optimised and unoptimised
+    builds of the same model, and far closer to them than to the float model."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    name = "paraphrase_minilm_l3"
+    path = tmp_path / "minilm_int8.onnx"
+    quantize_dynamic(str(model_path(name)), str(path), weight_type=QuantType.QInt8)
+    feeds = example_feeds(name)
+    out = -1      # '461', the pooled sentence embedding (the first two outputs echo the inputs)
+    unoptimised = run_ort(path, feeds)[out]
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, feeds)[out]
+    spread = relative_error(want, unoptimised)
+    lib = kiln.compile(path, "x86", input_shapes={k: v.shape for k, v in feeds.items()})
+    assert "matmul_integer" in {n.op.name for n in lib.compilation.optimized.nodes}
+    err = relative_error(lib(**feeds)[out], want)
+    float_err = relative_error(run_ort(model_path(name), feeds)[out], want)
+    assert float_err > 1e-3           # int8 really moves the result
+    assert err <= max(2 * spread, 1e-5), f"kiln {err:.3g}; onnxruntime's builds {spread:.3g}"
+    assert err < float_err / 10, f"kiln {err:.3g}; the float model {float_err:.3g}"
