@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kiln.target import ARM_CC
+from kiln.target import ARM_CC, get_target
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -47,7 +47,8 @@ def test_custom_model() -> None:
 # plain pytest run) and the model was never fetched, their tests skip.
 REAL_MODELS = {"sentence_embedding.py": "paraphrase_minilm_l3",
                "image_classification.py": "ppocr_mobile_v2_cls",
-               "voice_activity.py": "silero_vad_16k_sequence"}
+               "voice_activity.py": "silero_vad_16k_sequence",
+               "int8_model.py": "paraphrase_minilm_l3"}
 
 
 def run_real_model_example(name: str) -> str:
@@ -174,3 +175,20 @@ def test_gpt_decode() -> None:
                   r"of 8 tokens: (\S+) ms", out)
     assert m and all(float(x) > 0 for x in m.groups()), out
     assert out.rstrip().endswith("gpt_decode OK")
+
+
+def test_int8_model() -> None:
+    """MiniLM-L3 by quantize_dynamic: its int8 GEMMs on the dot instruction, the first uint8
+    activation equal to onnxruntime's, the embedding far closer to onnxruntime's int8 one than
+    int8 is to float32, and three positive latencies."""
+    out = run_real_model_example("int8_model.py")
+    m = re.search(r"^MiniLM-L3, int8 by quantize_dynamic: (\d+) int8 GEMMs on the dot", out, re.M)
+    # 18 where the CPU has an int8 dot instruction (VNNI); the widening template elsewhere
+    assert m and int(m[1]) == (18 if get_target("x86").int8_dot else 0), out
+    assert re.search(r"^12 int8 activations vs ONNX Runtime's: the first equal;", out, re.M), out
+    m = re.search(r"embedding vs ONNX Runtime int8: (\S+) .* int8 vs float32 model: (\S+)$",
+                  out, re.M)
+    assert m and float(m[1]) < float(m[2]) / 20, out
+    m = re.search(r"kiln int8 (\S+) ms, kiln float32 (\S+) ms, ONNX Runtime int8 (\S+) ms", out)
+    assert m and all(float(x) > 0 for x in m.groups()), out
+    assert out.rstrip().endswith("int8_model OK")

@@ -159,6 +159,16 @@ def _dequantize_linear(node: onnx.NodeProto, ctx: Context) -> list[Value]:
     return [ctx.emit("dequantize", [x, scale, zp], dtype=dtype, **attrs)]
 
 
+def _reduce_all(ctx: Context, op: str, x: Value) -> Value:
+    """``op`` over every element of ``x`` (keepdims), in two passes: over the last axis, rows
+    in parallel on vector lanes, then over the short column of row results. In one pass the
+    reduction to a scalar is one serial loop (0.45 ms for a [128, 1536] activation, 20x the
+    two passes: the rank-0 case the row template cannot split)."""
+    if x.type.rank >= 2:
+        x = ctx.emit(op, [x], axes=(x.type.rank - 1,), keepdims=True)
+    return ctx.emit(op, [x], keepdims=True)
+
+
 @onnx_op("DynamicQuantizeLinear")
 def _dynamic_quantize_linear(node: onnx.NodeProto, ctx: Context) -> list[Value]:
     """onnxruntime's arithmetic, in float32: the range [min(x, 0), max(x, 0)]; scale = range /
@@ -169,8 +179,8 @@ def _dynamic_quantize_linear(node: onnx.NodeProto, ctx: Context) -> list[Value]:
     zero, one = ctx.scalar(0.0, x), ctx.scalar(1.0, x)
     # keepdims: the statistics stay [1, .., 1] (the row-reduction template's shape) until the
     # outputs are made 0-d at the end
-    hi = ctx.emit("maximum", [ctx.emit("reduce_max", [x], keepdims=True), zero])
-    lo = ctx.emit("minimum", [ctx.emit("reduce_min", [x], keepdims=True), zero])
+    hi = ctx.emit("maximum", [_reduce_all(ctx, "reduce_max", x), zero])
+    lo = ctx.emit("minimum", [_reduce_all(ctx, "reduce_min", x), zero])
     span = ctx.emit("div", [ctx.emit("sub", [hi, lo]), ctx.scalar(255.0, x)])
     scale = ctx.emit("where", [ctx.emit("equal", [hi, lo]), one, span])
     zp_real = ctx.emit("neg", [ctx.emit("div", [lo, scale])])
