@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import kiln
-from benchmarks.timing import all_cores, alternate, per_call
+from benchmarks.timing import all_cores, alternate, kiln_timer, per_call
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from gpt_decode import GPT, Config  # noqa: E402
@@ -94,9 +94,7 @@ def main() -> int:
     print(f"{'position':>8} {'torch ms':>9} {'kiln ms':>8} {'kiln vs torch':>14}")
     for p in (16, 512):
         feeds = dict(token=tokens[None, :1], cache=cache, pos=np.array(p, np.int64))
-        step = lib["decode"].arguments((), feeds)
-        vm = lib._machine()
-        t_kiln, t_torch = alternate(lambda step=step, vm=vm: per_call(lambda: vm["decode"](*step)),
+        t_kiln, t_torch = alternate(kiln_timer(lib, feeds, entry="decode"),
                                     lambda p=p: per_call(lambda: ref.step(5, p)), args.rounds)
         print(f"{p:>8} {t_torch * 1e3:9.3f} {t_kiln * 1e3:8.3f} {t_kiln / t_torch:13.2f}x")
     return 0

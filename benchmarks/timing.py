@@ -44,12 +44,12 @@ def per_call(fn: Callable[[], object], min_seconds: float = 0.2) -> float:
 
 
 def kiln_timer(lib: kiln.Library, feeds: Mapping[str, np.ndarray],
-               min_seconds: float = 0.2) -> Timer:
-    """Seconds per call of ``lib`` on ``feeds`` (VM time evaluator, one repeat of enough calls
-    to take ``min_seconds``, sized from a first measurement)."""
-    once = min(lib.benchmark(feeds, number=1, repeat=3))
+               min_seconds: float = 0.2, entry: str | None = None) -> Timer:
+    """Seconds per call of ``lib`` (its function ``entry``) on ``feeds`` (VM time evaluator,
+    one repeat of enough calls to take ``min_seconds``, sized from a first measurement)."""
+    once = min(lib.benchmark(feeds, number=1, repeat=3, entry=entry))
     number = max(1, math.ceil(min_seconds / max(once, 1e-7)))
-    return lambda: lib.benchmark(feeds, number=number, repeat=1)[0]
+    return lambda: lib.benchmark(feeds, number=number, repeat=1, entry=entry)[0]
 
 
 def ort_session(model: str | Path | bytes, threads: int,

@@ -169,10 +169,6 @@ class Library:
     def __call__(self, /, *args: Any, **kwargs: Any) -> list[np.ndarray]:
         return self._entry(None)(*args, **kwargs)
 
-    def _arguments(self, args: tuple, kwargs: Mapping[str, Any],
-                   entry: str | None = None) -> list[tvm.runtime.Tensor]:
-        return self._entry(entry).arguments(args, kwargs)
-
     def benchmark(self, inputs: Mapping[str, Any] | Sequence[Any], number: int = 10,
                   repeat: int = 20, entry: str | None = None) -> list[float]:
         """Per-run latencies in seconds: ``repeat`` means, each over ``number`` runs.

@@ -23,6 +23,7 @@ from kiln.frontend.onnx import symbolic
 from kiln.ir.dtype import DType
 from kiln.ir.graph import Graph, Value
 from kiln.ir.ops.registry import get_op
+from kiln.ir.passes.fold import evaluate_constant
 from kiln.ir.types import Dim, format_shape, normalize_axis
 
 DTYPES: dict[int, DType] = {
@@ -50,7 +51,6 @@ DTYPES: dict[int, DType] = {
     TensorProto.UINT2: DType.uint2,
 }
 DEFAULT_DOMAINS = ("", "ai.onnx")
-_FOLD_MAX_BYTES = 64 << 20     # the same bound as the fold_constants pass
 
 
 def onnx_dtype(elem_type: int, what: str) -> DType:
@@ -157,11 +157,9 @@ class Context:
             types = opdef.infer_types(at, [v.type for v in inputs])
         except ModelError as e:
             raise ModelError(f"kiln {op}: {e}") from None
-        if inputs and all(v.is_constant for v in inputs) and all(t.is_static for t in types):
-            if sum(t.numel * t.dtype.np.itemsize for t in types) <= _FOLD_MAX_BYTES:
-                arrays = opdef.run_reference(at, [v.data for v in inputs])
-                return [self.constant(a, dtype=t.dtype) for a, t in zip(arrays, types,
-                                                                       strict=True)]
+        arrays = evaluate_constant(opdef, at, inputs, types)
+        if arrays is not None:
+            return [self.constant(a, dtype=t.dtype) for a, t in zip(arrays, types, strict=True)]
         outs = self.graph.add(opdef, inputs, name=self._hint, **attrs)
         self.created.update((id(o), o) for o in outs)
         self._track_symbolic(op, at, inputs, outs)

@@ -151,6 +151,13 @@ def _weight_ok(rw: _Rewriter, w: _Quant, channel_axis: int, rank: int) -> bool:
     return w.per_tensor or (w.axis % rank) == channel_axis
 
 
+def _optional_bias(rw: _Rewriter, node: onnx.NodeProto, x: _Quant, w: _Quant) -> str | None:
+    """Input 2's int32 bias name, "" where the node has none, None where it cannot be used."""
+    if len(node.input) > 2 and node.input[2]:
+        return _bias(rw, rw.dq_input(node, 2), x, w)
+    return ""
+
+
 def _bias(rw: _Rewriter, b: _Quant | None, x: _Quant, w: _Quant) -> str | None:
     """The int32 bias of a DQ(b) at scale x_scale * w_scale with zero point 0: its name;
     "" when there is no bias; None when it is not of that form (no fusion)."""
@@ -179,11 +186,9 @@ def _fused(rw: _Rewriter, node: onnx.NodeProto, q: _Quant) -> list[onnx.NodeProt
             rank = len(rw.consts[w.data].shape) if w.data in rw.consts else 0
             if not _weight_ok(rw, w, 0, rank):
                 return None
-            bias = ""
-            if len(node.input) > 2 and node.input[2]:
-                bias = _bias(rw, rw.dq_input(node, 2), x, w)
-                if bias is None:
-                    return None
+            bias = _optional_bias(rw, node, x, w)
+            if bias is None:
+                return None
             ins = [*rw.params(x), *rw.params(w), *rw.params(q)[1:]] + ([bias] if bias else [])
             return [_with_attrs(helper.make_node("QLinearConv", ins, [q.data], name=name),
                                 attrs)]
@@ -199,11 +204,9 @@ def _fused(rw: _Rewriter, node: onnx.NodeProto, q: _Quant) -> list[onnx.NodeProt
             return None
         if not _weight_ok(rw, w, 0 if trans_b else 1, 2):
             return None
-        bias = ""
-        if len(node.input) > 2 and node.input[2]:
-            bias = _bias(rw, rw.dq_input(node, 2), x, w)
-            if bias is None:
-                return None
+        bias = _optional_bias(rw, node, x, w)
+        if bias is None:
+            return None
         ins = [*rw.params(x), *rw.params(w), bias, *rw.params(q)[1:]]
         return [helper.make_node("QGemm", ins, [q.data], name=name, domain=MS,
                                  alpha=float(at.get("alpha", 1.0)), transB=trans_b)]

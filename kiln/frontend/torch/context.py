@@ -24,9 +24,8 @@ from kiln.errors import ModelError
 from kiln.ir.dtype import DType, as_dtype
 from kiln.ir.graph import Graph, Value
 from kiln.ir.ops.registry import get_op
+from kiln.ir.passes.fold import evaluate_constant
 from kiln.ir.types import Dim, broadcast_shapes, normalize_axis
-
-_FOLD_MAX_BYTES = 64 << 20     # the same bound as the fold_constants pass
 
 Scalar = int | float | bool
 
@@ -125,10 +124,9 @@ class Context:
             types = opdef.infer_types(at, [v.type for v in inputs])
         except ModelError as e:
             raise ModelError(f"kiln {op}: {e}") from None
-        if inputs and all(v.is_constant for v in inputs) and all(t.is_static for t in types):
-            if sum(t.numel * t.dtype.np.itemsize for t in types) <= _FOLD_MAX_BYTES:
-                arrays = opdef.run_reference(at, [v.data for v in inputs])
-                return [self.constant(a, t.dtype) for a, t in zip(arrays, types, strict=True)]
+        arrays = evaluate_constant(opdef, at, inputs, types)
+        if arrays is not None:
+            return [self.constant(a, t.dtype) for a, t in zip(arrays, types, strict=True)]
         return self.graph.add(opdef, inputs, name=self._hint(op), **attrs)
 
     def emit(self, op: str, inputs: Sequence[Value], **attrs: Any) -> Value:

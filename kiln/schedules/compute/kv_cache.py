@@ -41,16 +41,9 @@ LOWEST = -3.4028234663852886e38     # the running max's start: finite, so m - m'
 
 
 def _head_dim_loop(d: int, body: Any) -> None:
-    """``body(i)`` for i in [0, d): whole vectors of ``VECTOR`` in an unrolled loop (so every
-    access to the task's small buffers has a constant offset and LLVM keeps them in
-    registers), then one narrower tail vector."""
-    full, tail = divmod(d, VECTOR)
-    if full:
-        with T.unroll(0, full) as jo, T.vectorized(0, VECTOR) as ji:
-            body(jo * VECTOR + ji)
-    if tail:
-        with T.vectorized(0, tail) as ji:
-            body(full * VECTOR + ji)
+    """``body(i)`` for i in [0, d), in unrolled vectors: the task's small buffers (q, acc)
+    then stay in registers."""
+    vector_loop(d, VECTOR, body, outer=T.unroll)
 
 
 def _tree_sum(terms: list[tirx.PrimExpr]) -> tirx.PrimExpr:

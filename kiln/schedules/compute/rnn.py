@@ -84,12 +84,14 @@ def activation(f: ActivationFn, x: tirx.PrimExpr) -> tirx.PrimExpr:
     return tirx.max(x, zero) + tirx.log(one + fastmath.exp(-tirx.abs(x)))
 
 
-def vector_loop(n: int, width: int, body: Callable[[tirx.PrimExpr], None]) -> None:
-    """``body(j)`` for j in [0, n): whole vectors of ``width``, then one narrower tail vector
-    (static sizes, so no lane is ever predicated)."""
+def vector_loop(n: int, width: int, body: Callable[[tirx.PrimExpr], None],
+                outer: Callable = T.serial) -> None:
+    """``body(j)`` for j in [0, n): whole vectors of ``width`` (an ``outer`` loop over them:
+    ``T.unroll`` gives every access a constant offset, so LLVM keeps small buffers in
+    registers), then one narrower tail vector (static sizes, so no lane is ever predicated)."""
     full, tail = divmod(n, width)
     if full:
-        with T.serial(0, full) as jo, T.vectorized(0, width) as ji:
+        with outer(0, full) as jo, T.vectorized(0, width) as ji:
             body(jo * width + ji)
     if tail:
         with T.vectorized(0, tail) as ji:
