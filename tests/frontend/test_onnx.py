@@ -722,3 +722,20 @@ def test_graph_inputs_kiln_needs_while_compiling_are_bound_with_constants() -> N
     np.testing.assert_array_equal(lib(x)[0], x.reshape(4, 3))
     with pytest.raises(kiln.ModelError, match="dtype int32"):
         kiln.compile(model, constants={"shape": np.array([4, 3], np.int32)})
+
+
+def test_an_output_behind_an_identity_keeps_the_models_name() -> None:
+    """The library's outputs are named as the ONNX graph names them, also where the value
+    reaches the output through an Identity (kiln removes it) or is itself an input."""
+    model = make_model(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Identity", ["r"], ["y"]),
+         helper.make_node("Identity", ["x"], ["echo"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("echo", TensorProto.FLOAT, [2, 3])])
+    lib = kiln.compile(model)
+    assert [o.name for o in lib.outputs] == ["y", "x"]      # an input keeps its own name
+    x = np.array([[-1, 2, -3], [4, -5, 6]], np.float32)
+    y, echo = lib(x=x)
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    np.testing.assert_array_equal(echo, x)

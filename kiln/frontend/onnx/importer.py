@@ -296,6 +296,10 @@ def import_onnx(model: str | os.PathLike | onnx.ModelProto,
             raise ModelError(where) from None
     for vi in onnx_graph.output:
         v = ctx.value(vi.name)
-        ctx.graph.output(v)
+        # the library's output keeps the model's name where an Identity (or a rewrite) left
+        # the value with another: a node's result, not yet an output, the name still free
+        free = vi.name not in ctx.graph._names
+        rename = v.producer is not None and v not in ctx.graph.outputs and free
+        ctx.graph.output(v, names=(vi.name,) if rename else None)
         _check_declared(vi, v)
     return ctx.graph
