@@ -8,7 +8,7 @@ JOBS   ?= 2
 MODELS ?= .cache/models
 ARM_RUNTIME ?= .cache/arm-runtime
 
-.PHONY: demo test test-models test-torch test-arm arm-tools test-report report-tools lint bench clean
+.PHONY: demo test test-models test-torch torch-tools test-arm arm-tools test-report report-tools lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +30,13 @@ test-models: $(STAMP)
 	$(BIN)/python tests/models/fetch.py $(MODELS)
 	KILN_MODELS=$(MODELS) $(BIN)/python -m pytest -q -n $(JOBS) -m models tests/models
 
-# the torch frontend (kiln[torch]): torch's CPU wheel, installed where missing (it is large)
-test-torch: $(STAMP)
+# PyTorch's CPU wheel (~200 MB, from download.pytorch.org), installed where missing
+torch-tools: $(STAMP)
 	$(BIN)/python -c "import torch" 2>/dev/null || \
 		$(BIN)/python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+
+# the torch frontend, and the tests that compare kiln with torch
+test-torch: torch-tools
 	$(BIN)/python -m pytest -q -n $(JOBS) -m torch tests
 
 # Debian's qemu-user, g++-aarch64-linux-gnu and cmake, installed where missing
