@@ -30,10 +30,11 @@ test-models: $(STAMP)
 	$(BIN)/python tests/models/fetch.py $(MODELS)
 	KILN_MODELS=$(MODELS) $(BIN)/python -m pytest -q -n $(JOBS) -m models tests/models
 
-# PyTorch's CPU wheel (~200 MB, from download.pytorch.org), installed where missing
+# PyTorch's CPU wheel (~200 MB), installed where missing: from download.pytorch.org or
+# pip's own find-links; an index that cannot be reached is skipped at once, not retried
 torch-tools: $(STAMP)
-	$(BIN)/python -c "import torch" 2>/dev/null || \
-		$(BIN)/python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch \
+		--index-url https://download.pytorch.org/whl/cpu --retries 0 --timeout 10
 
 # the torch frontend, and the tests that compare kiln with torch
 test-torch: torch-tools
