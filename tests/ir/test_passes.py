@@ -149,3 +149,21 @@ def test_fusion_sees_dependencies_through_other_nodes_of_a_group() -> None:
     x_val = {"x": np.ones((4, 6), np.float32)}
     for got, want in zip(kiln.compile(g)(**x_val), kiln.run_reference(g, x_val), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_an_integer_gemms_epilogue_ends_at_its_requantized_bytes() -> None:
+    """matmul_integer -> cast to uint8 (the requantized output) -> a float activation that
+    reads it twice: the activation is a kernel of its own, so the fixed-point arithmetic
+    before it is not copied into each read; the result still matches the reference."""
+    g = kiln.Graph("q")
+    a = g.input("a", (4, 32), "uint8")
+    w = g.constant(np.random.default_rng(0).integers(-128, 128, (32, 16)).astype(np.int8))
+    az, bz = g.constant(np.uint8(3)), g.constant(np.int8(0))
+    (y,) = g.add("matmul_integer", [a, w, az, bz])
+    q = ops.cast(ops.maximum(ops.minimum(ops.div(y, 64), 255), 0), "uint8")
+    f = ops.cast(q, "float32")
+    g.output(ops.mul(f, ops.add(f, 1.0)))
+    assert _groups(g) == [["matmul_integer", "div", "minimum", "maximum", "cast"],
+                         ["cast", "add", "mul"]]
+    a_val = np.random.default_rng(1).integers(0, 256, (4, 32)).astype(np.uint8)
+    assert_matches_reference(g, {"a": a_val})

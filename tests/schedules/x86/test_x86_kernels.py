@@ -7,6 +7,7 @@ import pytest
 
 import kiln
 from kiln import ops
+from kiln.target import get_target
 from kiln.testing import assert_matches_reference
 
 ODD = (3, 5, 37)     # 37: not a multiple of 8 or 16 lanes
@@ -232,3 +233,19 @@ def test_saturating_functions_at_extreme_inputs(op: str) -> None:
     g = graph_of(getattr(ops, op), (x.shape, "float32"))
     out = assert_matches_reference(g, {"x0": x}, rtol=2e-6, atol=2e-7)
     assert np.isfinite(out[0]).all()
+
+
+@pytest.mark.parametrize(("dtype", "last"), [("uint8", 96), ("float32", 24), ("float32", 40)])
+def test_pointwise_vectors_divide_the_last_axis(dtype: str, last: int) -> None:
+    """A last axis that is not whole vectors of the type's lanes (uint8: 64, float32: 16 on
+    AVX-512) gets the widest power-of-two vector that divides it: no predicated lanes."""
+    lanes = get_target("x86").isa.lanes(dtype)
+    width = next(w for w in (lanes, lanes // 2, lanes // 4, lanes // 8) if last % w == 0)
+    g = kiln.Graph("p")
+    x = g.input("x", (3, 5, last), dtype)
+    g.output(ops.add(x, ops.cast(g.constant(np.array(1)), dtype)))
+    lib = kiln.compile(g, "x86")
+    text = lib.compilation.kernels[0].func.script()
+    assert f"T.vectorized({width})" in text and "T.where" not in text, text
+    xv = (np.arange(3 * 5 * last) % 100).astype(dtype).reshape(3, 5, last)
+    np.testing.assert_array_equal(lib(x=xv)[0], xv + 1)
