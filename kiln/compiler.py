@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,16 +45,22 @@ def to_graph(model: object, input_shapes: Shapes | None = None,
     return import_onnx(model, input_shapes, constants)
 
 
+def _tuned(tuning_db: str | os.PathLike | None, tgt: Target) -> Any:
+    """A ``kiln tune`` database's best knobs per group (``lower_graph``'s ``knobs_for``), or
+    None for the templates' defaults."""
+    if tuning_db is None:
+        return None
+    from kiln.tune.tuner import tuned_knobs
+    return tuned_knobs(tuning_db, tgt)
+
+
 def compile_stages(model: object, target: str | Target = "x86",
                    input_shapes: Shapes | None = None,
                    constants: Mapping[str, np.ndarray] | None = None,
                    tuning_db: str | os.PathLike | None = None) -> Compilation:
     """Every stage of compiling ``model``, before code generation (for ``kiln inspect``)."""
     tgt = get_target(target)
-    knobs_for = None
-    if tuning_db is not None:
-        from kiln.tune.tuner import tuned_knobs
-        knobs_for = tuned_knobs(tuning_db, tgt)
+    knobs_for = _tuned(tuning_db, tgt)
     clock = Clock()
     c = lower_graph(clock("import", to_graph, model, input_shapes, constants), tgt, knobs_for)
     c.seconds = {**clock.seconds, **c.seconds}
@@ -94,10 +101,7 @@ def _compile_entry_points(graphs: Mapping[str, object], target: str | Target,
             raise KilnError(f"entry point {name!r}: expected a kiln.Graph, got "
                             f"{type(g).__name__}")
     tgt = get_target(target)
-    knobs_for = None
-    if tuning_db is not None:
-        from kiln.tune.tuner import tuned_knobs
-        knobs_for = tuned_knobs(tuning_db, tgt)
+    knobs_for = _tuned(tuning_db, tgt)
     stages = [lower_graph(g, tgt, knobs_for, entry=name) for name, g in graphs.items()]
     build(*stages)
     return Library(stages[0].executable, compilation=stages[0], entry_points=stages)

@@ -138,7 +138,7 @@ def _loops(stack: contextlib.ExitStack, dims: Sequence[int]) -> list:
     return out
 
 
-def _copy(src: tirx.Buffer, dst: tirx.Buffer, shape: Sequence[int]) -> None:
+def copy_buffer(src: tirx.Buffer, dst: tirx.Buffer, shape: Sequence[int]) -> None:
     """``dst[:] = src[:]``: parallel over the first dim, vectorised over the last."""
     if math.prod(shape) == 0:
         T.evaluate(0)
@@ -231,7 +231,7 @@ def scatter_nd(n: NodeInfo, x: te.Tensor, idx: te.Tensor, upd: te.Tensor) -> te.
     combine = _COMBINE[n.attrs.reduction]
 
     def copy(xb: tirx.Buffer, ib_: tirx.Buffer, ub: tirx.Buffer, yb: tirx.Buffer) -> None:
-        _copy(xb, yb, shape)
+        copy_buffer(xb, yb, shape)
 
     def body(xb: tirx.Buffer, ib_: tirx.Buffer, ub: tirx.Buffer, yb: tirx.Buffer) -> None:
         if math.prod(batch) == 0 or math.prod(shape) == 0:
@@ -256,7 +256,7 @@ def scatter_elements(n: NodeInfo, x: te.Tensor, idx: te.Tensor, upd: te.Tensor) 
     combine = _COMBINE[n.attrs.reduction]
 
     def copy(xb: tirx.Buffer, ib_: tirx.Buffer, ub: tirx.Buffer, yb: tirx.Buffer) -> None:
-        _copy(xb, yb, shape)
+        copy_buffer(xb, yb, shape)
 
     def body(xb: tirx.Buffer, ib_: tirx.Buffer, ub: tirx.Buffer, yb: tirx.Buffer) -> None:
         if math.prod(ishape) == 0:

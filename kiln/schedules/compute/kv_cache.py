@@ -22,7 +22,6 @@ fails with a message and writes nothing.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from tvm import te, tirx
@@ -32,6 +31,7 @@ from tvm.script.ir_builder import tirx as T
 from kiln.ir.ops.kv_cache import KVWriteAttrs
 from kiln.ir.types import TensorType
 from kiln.schedules.compute import fastmath
+from kiln.schedules.compute.indexing import copy_buffer
 from kiln.schedules.compute.registry import NodeInfo, compute, shape_of, te_shape
 from kiln.schedules.compute.rnn import vector_loop
 
@@ -147,7 +147,7 @@ def kv_cache_write_func(at: KVWriteAttrs, cache: TensorType, kv: TensorType,
             with T.Assert(_fits(p, steps, capacity), "kiln: kv_cache_write: a position is "
                           f"outside the cache's capacity of {capacity}", error_kind="ValueError"):
                 if not in_place:
-                    _copy(cb, ob, cache.static_shape)
+                    copy_buffer(cb, ob, cache.static_shape)
                 _store(ob, kb, vb, p.astype("int32"), at.layer, batch, heads, steps, d)
     return ib.get()
 
@@ -156,21 +156,6 @@ def _fits(p: Any, steps: Any, capacity: int) -> Any:
     """``0 <= p`` and ``p + steps <= capacity``, in int64 (``p`` is the caller's int64)."""
     end = p + (steps.astype("int64") if not isinstance(steps, int) else steps)
     return tirx.all(p >= tirx.const(0, "int64"), end <= tirx.const(capacity, "int64"))
-
-
-def _copy(src: tirx.Buffer, dst: tirx.Buffer, shape: tuple[int, ...]) -> None:
-    rows = math.prod(shape[:-1])
-    with T.parallel(0, rows) as r:
-        vector_loop(shape[-1], VECTOR, lambda i: T.buffer_store(
-            dst, src[(*_unravel(r, shape[:-1]), i)], [*_unravel(r, shape[:-1]), i]))
-
-
-def _unravel(flat: Any, dims: tuple[int, ...]) -> list[Any]:
-    idx = []
-    for d in reversed(dims):
-        idx.append(flat % d)
-        flat = flat // d
-    return idx[::-1]
 
 
 def _store(cb: tirx.Buffer, kb: tirx.Buffer, vb: tirx.Buffer, p: Any, layer: int, batch: int,
