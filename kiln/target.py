@@ -39,12 +39,14 @@ class Isa(Enum):
 class Target:
     """A kiln target: its name, and either (x86) its ISA class and the LLVM CPU TVM compiles
     for, ``vnni`` when the CPU has AVX-512 VNNI (``vpdpbusd``, the int8 dot product the int8
-    GEMM uses), or (CUDA) the GPU architecture, ``sm_90``."""
+    GEMM uses), ``vbmi`` when it has AVX-512 VBMI (``vpermi2b``, a byte table lookup), or
+    (CUDA) the GPU architecture, ``sm_90``."""
 
     name: str
     isa: Isa | None
     mcpu: str = ""
     vnni: bool = False
+    vbmi: bool = False
     arch: str = ""
     mattr: tuple[str, ...] = ()     # arm: LLVM features ("+neon", "+dotprod")
 
@@ -104,7 +106,8 @@ def host_target() -> Target:
     feats = {str(f) for f in codegen.llvm_get_cpu_features(
         tvm.target.Target({"kind": "llvm", "mcpu": cpu}))}
     if "avx512f" in feats:
-        return Target("x86", Isa.AVX512, cpu, vnni="avx512vnni" in feats)
+        return Target("x86", Isa.AVX512, cpu, vnni="avx512vnni" in feats,
+                      vbmi="avx512vbmi" in feats)
     if "avx2" in feats and "fma" in feats:
         return Target("x86", Isa.AVX2, cpu)
     raise KilnError(f"this CPU ({cpu}) has neither AVX2+FMA nor AVX-512; kiln's x86 schedules "

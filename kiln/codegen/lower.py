@@ -42,6 +42,7 @@ from kiln.schedules.compute.matmul import (
 )
 from kiln.schedules.compute.quant import (
     dot_matmul_integer,
+    float_exact_conv,
     integer_product,
     pack_weight_dot,
 )
@@ -59,6 +60,7 @@ from kiln.schedules.x86.int_gemm import (
     default_vnni_knobs,
     schedule_dot_gemm,
 )
+from kiln.schedules.x86.lookup import table_lookup_func
 from kiln.target import Target
 
 GEMM_OPS = ("matmul", "dense", "matmul_integer")
@@ -83,6 +85,7 @@ class Template(Enum):
     FLASH_ATTENTION = "flash attention"     # cuda: one pass over K/V tiles, online softmax
     WGMMA_GEMM = "wgmma gemm"               # sm_90a float16: warpgroup MMA from shared memory
     IN_PLACE = "in-place update"            # a written kernel that stores into an input
+    TABLE_LOOKUP = "byte table lookup"      # table_lookup on AVX-512 VBMI (x86/lookup.py)
 
 
 @dataclass
@@ -132,6 +135,10 @@ def lower_group(group: Group, target: Target, name: str | None = None,
         n = group.anchor
         func = kv_cache_write_func(n.attrs, n.inputs[0].type, n.inputs[1].type, in_place)
         return replace(_written_kernel(group, plan, name, func), inplace=0 if in_place else None)
+    if plan.template is Template.TABLE_LOOKUP:
+        n = group.anchor
+        return _written_kernel(group, plan, name,
+                               table_lookup_func(n.inputs[0].type, n.outputs[0].type))
     if plan.template is Template.WGMMA_GEMM:
         return _written_kernel(group, plan, name, cuda.wgmma_gemm_func(
             *plan.knobs, [v.type.static_shape for v in (*group.anchor.inputs,
@@ -178,6 +185,9 @@ def _plan_cpu(group: Group, target: Target, tuned: Any) -> SchedulePlan:
         return SchedulePlan(Template.RECURRENCE, target, dtype, notes=[
             f"kv_attention: flash-style loop nest written scheduled (parallel over batch x "
             f"heads x queries, online softmax over blocks of {KEY_BLOCK} keys)"])
+    if anchor is not None and anchor.op.name == "table_lookup" and target.vbmi:
+        return SchedulePlan(Template.TABLE_LOOKUP, target, dtype, notes=[
+            "table_lookup: 64 bytes per pair of vpermi2b over the 256-entry table"])
     if anchor is not None and anchor.op.name in LOOP_NEST_OPS:
         return SchedulePlan(Template.RECURRENCE, target, dtype, notes=[
             f"{anchor.op.name}: loop nest written scheduled in its compute (parallel over "
@@ -236,10 +246,17 @@ def _plan_cpu(group: Group, target: Target, tuned: Any) -> SchedulePlan:
         if anchor.op.name == "conv_transpose2d":   # a conv2d over the zero-inserted input
             g = anchor.attrs.groups
             wshape = (wshape[1] * g, wshape[0] // g, *wshape[2:])
+        in_float = _float_conv(anchor, target)
+        acc = "float32" if in_float else out.dtype.value
         knobs = tuned or x86.default_conv_knobs(out.static_shape, wshape,
-                                                anchor.attrs.groups, isa, out.dtype.value)
-        return SchedulePlan(Template.CONV2D, target, dtype, knobs, notes=[
+                                                anchor.attrs.groups, isa, acc)
+        plan = SchedulePlan(Template.CONV2D, target, dtype, knobs, notes=[
             f"{anchor.op.name} {format_shape(out.shape)} groups={anchor.attrs.groups}: {knobs}"])
+        if in_float:
+            plan.packed_weight = anchor.inputs[1].data
+            plan.notes.append("integer products summed on the FMA units: exact, every partial "
+                              "sum below 2^24")
+        return plan
     if anchor is not None and anchor.op.name == "pool":
         return SchedulePlan(Template.POOL, target, dtype, notes=[
             f"{anchor.attrs.mode} pool, kernel {list(anchor.attrs.kernel)}"])
@@ -421,6 +438,13 @@ def build_te(group: Group, plan: SchedulePlan
         if n is anchor and plan.template is Template.DOT_CONV:
             outs = _dot_conv_te(info, ins, plan, names, params, args)
             anchor_block = f"{info.name}_gemm"
+        elif n is anchor and plan.template is Template.CONV2D and plan.packed_weight is not None:
+            wf = te.placeholder(plan.packed_weight.shape, "float32",
+                                name=names.fresh(f"{n.inputs[1].name}_f32"))
+            params.append(wf)
+            args.append(plan.packed_weight.astype(np.float32))
+            outs = COMPUTE[n.op.name](info, ins[0], wf, ins[2], acc_dtype="float32")
+            anchor_block = f"{info.name}_acc"
         elif n is anchor and plan.template in (Template.GEMM, Template.DOT_GEMM):
             outs = _padded_gemm(n, info, ins, plan, names, params, args)
             anchor_block = f"{info.name}_gemm"       # the padded GEMM under the view
@@ -474,6 +498,13 @@ def _dot_conv(n: Node, target: Target) -> bool:
         return False
     x = n.inputs[0]
     return dot_conv1x1_fits(x.shape, n.inputs[1].data, x.dtype.value, n.attrs)
+
+
+def _float_conv(n: Node, target: Target) -> bool:
+    """An x86 conv2d_integer whose sums float32 holds exactly (``float_exact_conv``)."""
+    w = n.inputs[1].data
+    return (n.op.name == "conv2d_integer" and not target.is_arm and w is not None
+            and float_exact_conv(w, n.inputs[0].dtype.value))
 
 
 def _dot_conv_te(info: NodeInfo, ins: list, plan: SchedulePlan, names: _Names,

@@ -1,9 +1,10 @@
-"""Quantized add / concat / convolution, as com.microsoft QLinearAdd / QLinearConcat and in QDQ
-form (DequantizeLinear -> op -> QuantizeLinear, which ``kiln.frontend.onnx.qdq`` rewrites into
-the quantized ops), on adversarial scales: one input's range covering the output's, tiny
-scales (1e-6), zero points at the limits of uint8 and int8. Each is compared with onnxruntime
-(within one quantisation step: it requantizes in float, kiln in fixed point) and with kiln's
-NumPy reference interpreter (exactly: the same integer arithmetic), on odd shapes."""
+"""Quantized add / multiply / concat / convolution, as com.microsoft QLinearAdd / QLinearMul /
+QLinearConcat and in QDQ form (DequantizeLinear -> op -> QuantizeLinear, which
+``kiln.frontend.onnx.qdq`` rewrites into the quantized ops), on adversarial scales: one input's
+range covering the output's, tiny scales (1e-6), zero points at the limits of uint8 and int8.
+Each is compared with onnxruntime (within one quantisation step: the order of its float
+operations, or its fixed-point add, may round a tie the other way) and with kiln's NumPy
+reference interpreter (exactly), on odd shapes."""
 
 from __future__ import annotations
 
@@ -70,34 +71,41 @@ def _add_inits(elem: int, scales: tuple, zps: tuple) -> list:
                                                                strict=True)])
 
 
+# QLinearMul's ratio is a_scale * b_scale / out_scale: products of 255 x 255 steps saturate at
+# a ratio of 1, land inside the range at 1/300
+MUL_SCALES = {**SCALES, "saturating": (0.05, 0.04, 0.002), "inside": (0.1, 0.01, 0.3)}
+
+
 @pytest.mark.parametrize("elem", [U8, I8])
-@pytest.mark.parametrize("scales", list(SCALES))
+@pytest.mark.parametrize("op, scales", [("Add", s) for s in SCALES]
+                         + [("Mul", s) for s in MUL_SCALES])
 @pytest.mark.parametrize("zps", ["low", "high", "mixed", "inner"])
-def test_qlinear_add_adversarial(elem: int, scales: str, zps: str) -> None:
+def test_qlinear_binary_adversarial(elem: int, op: str, scales: str, zps: str) -> None:
     names = ["a", "as", "az", "b", "bs", "bz", "cs", "cz"]
-    node = helper.make_node("QLinearAdd", names, ["c"], domain="com.microsoft")
+    node = helper.make_node(f"QLinear{op}", names, ["c"], domain="com.microsoft")
     model = ms_model([node], [tensor("a", SHAPE, elem), tensor("b", SHAPE[1:], elem)],
                      [tensor("c", SHAPE, elem)],
-                     _add_inits(elem, SCALES[scales], zero_points(elem, zps)))
+                     _add_inits(elem, {**SCALES, **MUL_SCALES}[scales], zero_points(elem, zps)))
     feeds = {"a": ints(elem, SHAPE), "b": ints(elem, SHAPE[1:], seed=1)}
     check_both(model, feeds)
 
 
 @pytest.mark.parametrize("elem", [U8, I8])
-@pytest.mark.parametrize("scales", list(SCALES))
+@pytest.mark.parametrize("op, scales", [("Add", s) for s in SCALES] + [("Mul", "inside")])
 @pytest.mark.parametrize("zps", ["low", "high", "mixed"])
-def test_qdq_add_becomes_integer(elem: int, scales: str, zps: str) -> None:
-    """DQ(a), DQ(b) -> Add -> Q: kiln's graph holds no float dequantize."""
+def test_qdq_binary_becomes_quantized(elem: int, op: str, scales: str, zps: str) -> None:
+    """DQ(a), DQ(b) -> Add / Mul -> Q: the scale ratios are folded into the operands, so the
+    output is rounded at scale 1, with no division per element."""
     nodes = [helper.make_node("DequantizeLinear", ["a", "as", "az"], ["fa"]),
              helper.make_node("DequantizeLinear", ["b", "bs", "bz"], ["fb"]),
-             helper.make_node("Add", ["fa", "fb"], ["sum"]),
-             helper.make_node("QuantizeLinear", ["sum", "cs", "cz"], ["c"])]
+             helper.make_node(op, ["fa", "fb"], ["out"]),
+             helper.make_node("QuantizeLinear", ["out", "cs", "cz"], ["c"])]
     model = make_model(nodes, [tensor("a", SHAPE, elem), tensor("b", SHAPE, elem)],
                        [tensor("c", SHAPE, elem)],
-                       _add_inits(elem, SCALES[scales], zero_points(elem, zps)), opset=13)
+                       _add_inits(elem, MUL_SCALES[scales], zero_points(elem, zps)), opset=13)
     _, g = check_both(model, {"a": ints(elem, SHAPE, 2), "b": ints(elem, SHAPE, 3)})
-    ops = {n.op.name for n in g.nodes}
-    assert "dequantize" not in ops and "fixed_point_multiply" in ops, ops
+    (q,) = [n for n in g.nodes if n.op.name == "quantize"]
+    assert float(q.inputs[1].data) == 1.0
 
 
 def _concat_inits(elem: int, zps: str) -> list:

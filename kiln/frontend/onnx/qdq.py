@@ -7,6 +7,7 @@ lowers to integer kernels, as onnxruntime's own QDQ transformer does:
     DQ(a), DQ(b)          -> MatMul -> Q    =>  QLinearMatMul
     DQ(a), DQ(b)[, DQ(c)] -> Gemm   -> Q    =>  com.microsoft QGemm
     DQ(a), DQ(b)          -> Add    -> Q    =>  com.microsoft QLinearAdd
+    DQ(a), DQ(b)          -> Mul    -> Q    =>  com.microsoft QLinearMul
     DQ(x)...              -> Concat -> Q    =>  com.microsoft QLinearConcat
     DQ(x) -> Reshape / Flatten / Transpose / Squeeze / Unsqueeze / Identity -> Q, with the
         same scale and zero point on both sides    =>  the op on the integers
@@ -16,7 +17,7 @@ alone (and is not a graph output), every scale and zero point is a constant, act
 per tensor, the weights (Conv, MatMul, Gemm's B) are int8 / uint8 constants per tensor or per
 output channel, and a bias is the int32 constant at scale ``x_scale * w_scale`` that the
 quantizer writes. Anything else stays as written: DQ -> op -> Q in float, which is the model's
-meaning, fused by kiln into one elementwise kernel (Mul, Div, HardSigmoid, GlobalAveragePool,
+meaning, fused by kiln into one elementwise kernel (Div, HardSigmoid, GlobalAveragePool,
 Softmax...). The DQ nodes left without readers are dropped by dead-code elimination.
 """
 
@@ -210,13 +211,13 @@ def _fused(rw: _Rewriter, node: onnx.NodeProto, q: _Quant) -> list[onnx.NodeProt
         ins = [*rw.params(x), *rw.params(w), bias, *rw.params(q)[1:]]
         return [helper.make_node("QGemm", ins, [q.data], name=name, domain=MS,
                                  alpha=float(at.get("alpha", 1.0)), transB=trans_b)]
-    if op == "Add":
+    if op in ("Add", "Mul"):
         a, b = rw.dq_input(node, 0), rw.dq_input(node, 1)
         if a is None or b is None or not (a.per_tensor and b.per_tensor) \
                 or a.elem != q.elem or b.elem != q.elem:
             return None
         ins = [*rw.params(a), *rw.params(b), *rw.params(q)[1:]]
-        return [helper.make_node("QLinearAdd", ins, [q.data], name=name, domain=MS)]
+        return [helper.make_node(f"QLinear{op}", ins, [q.data], name=name, domain=MS)]
     if op == "Concat":
         xs = [rw.dq_input(node, i) for i in range(len(node.input))]
         if any(x is None or not x.per_tensor or x.elem != q.elem for x in xs):
@@ -244,7 +245,7 @@ def _with_attrs(node: onnx.NodeProto, attrs: list[onnx.AttributeProto]) -> onnx.
     return node
 
 
-FUSED_OPS = ("Conv", "MatMul", "Gemm", "Add", "Concat", *_MOVES)
+FUSED_OPS = ("Conv", "MatMul", "Gemm", "Add", "Mul", "Concat", *_MOVES)
 
 
 def fuse_qdq(model: onnx.ModelProto) -> onnx.ModelProto:

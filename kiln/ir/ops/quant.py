@@ -5,6 +5,7 @@
     matmul_integer(a, b, az, bz) y = (a - az) @ (b - bz), accumulated in int32
     fixed_point_multiply(x, m, s) y = round(x * m * 2^(s - 31))  in int32 arithmetic only
     conv2d_integer(x, w, xz)     y = conv2d(x - xz, w), accumulated in int32 (w: int32, centred)
+    table_lookup(x, table)       y = table[x], x int8 / uint8 indexing by its bits, table [256]
 
 ``scale`` and ``zp`` broadcast against ``x`` (per-tensor: 0-d; per-axis: a [C] vector reshaped
 to [1, C, 1, 1]), or, with ``block_size`` > 0 and the rank of ``x``, are ``x``'s shape with
@@ -309,6 +310,31 @@ def _conv2d_integer_ref(at: Conv2dAttrs, x: np.ndarray, w: np.ndarray,
 register(OpDef("conv2d_integer", Conv2dAttrs, Pattern.OUT_FUSABLE, _infer_conv2d_integer,
                _conv2d_integer_ref, num_inputs=(3, 3)))
 
+# -- table_lookup -------------------------------------------------------------------------------
+# Any function of one byte is a table of 256 entries. A quantized model computes many: QDQ
+# activations (HardSwish as dequantize, add 3, quantize, multiply, divide by 6, quantize, each
+# through its own scale) map the bytes of a convolution's output to the bytes of the next
+# one's input. ``kiln.ir.passes.tabulate`` evaluates such chains at compile time, with the
+# reference of each op, into one ``table_lookup``: the same bytes, one load per element. The
+# index is the byte's bit pattern (an int8 -1 reads entry 255).
+TABLE_INDEX_DTYPES = ("int8", "uint8")
+
+
+def _infer_table_lookup(_at, x: TensorType, table: TensorType) -> TensorType:
+    if x.dtype.value not in TABLE_INDEX_DTYPES:
+        raise ModelError(f"table_lookup needs an int8 or uint8 index, got {x.dtype}")
+    if table.shape != (256,):
+        raise ModelError(f"table_lookup needs a table of 256 entries, got {table}")
+    return TensorType(x.shape, table.dtype)
+
+
+def _table_lookup_ref(_at, x: np.ndarray, table: np.ndarray) -> np.ndarray:
+    return table[np.asarray(x).astype(np.uint8)]         # int8 -> its bit pattern
+
+
+register(OpDef("table_lookup", NoAttrs, Pattern.OPAQUE, _infer_table_lookup, _table_lookup_ref,
+               num_inputs=(2, 2)))
+
 __all__ = ["FRACTION_BITS", "INT32_MAX", "INT32_MIN", "QUANT_DTYPES", "QuantAttrs",
            "calc_dtype", "expand_param", "fixed_point_multiply_ref", "quant_range",
-           "quantize_multiplier", "requantize_steps"]
+           "quantize_multiplier", "requantize_steps", "TABLE_INDEX_DTYPES"]

@@ -110,17 +110,6 @@ def cpu_attention(chain: list[Node]) -> bool:
             and 4 * math.prod(scores.shape) >= ATTENTION_SCORES_BYTES)
 
 
-INTEGER_ANCHORS = ("matmul_integer", "conv2d_integer")
-
-
-def _requantized(anchor: Node, v: Value) -> bool:
-    """Is ``v`` an integer GEMM's or conv's requantized 8-bit output? Its epilogue ends there:
-    a float activation after it (a QDQ model's HardSwish) reads the value more than once, and
-    each read, inlined, would copy the fixed-point arithmetic before it (LLVM took minutes on
-    such a kernel); the activation runs on the bytes as a kernel of its own."""
-    return anchor.op.name in INTEGER_ANCHORS and v.dtype.bits == 8 and not v.dtype.is_bits
-
-
 class _Partition:
     def __init__(self, g: Graph, attention: AttentionRule | None = cpu_attention) -> None:
         self.g = g
@@ -239,8 +228,7 @@ class _Partition:
                 if (id(c) not in reached and id(c) not in self.claimed
                         and c.op.pattern in _POINTWISE and c.outputs[0].shape == out.shape):
                     reached[id(c)] = c
-                    if not _requantized(anchor, c.outputs[0]):
-                        stack.append(c.outputs[0])
+                    stack.append(c.outputs[0])
         region: list[Node] = []
         inside = {id(out)}
         for c in sorted(reached.values(), key=lambda c: self.position[id(c)]):

@@ -236,16 +236,23 @@ def fixed_point_multiply(n: NodeInfo, x: te.Tensor, m: te.Tensor, s: te.Tensor) 
 
 
 @compute("conv2d_integer")
-def conv2d_integer(n: NodeInfo, x: te.Tensor, w: te.Tensor, xz: te.Tensor) -> te.Tensor:
+def conv2d_integer(n: NodeInfo, x: te.Tensor, w: te.Tensor, xz: te.Tensor,
+                   acc_dtype: str = "int32") -> te.Tensor:
     """The direct convolution of ``conv2d`` on ``x - xz``: the padding stage (``<name>_pad``,
-    which the conv templates place) centres the bytes in int32 as it copies them, so padding
-    is the zero point's 0 and the reduction is ``xp * w`` with no zero point inside it."""
+    which the conv templates place) centres the bytes as it copies them, so padding is the
+    zero point's 0 and the reduction is ``xp * w`` with no zero point inside it.
+
+    ``acc_dtype="float32"`` (``w`` then float32) runs the products and sums on the FMA units,
+    for a weight whose ``255 * sum |w[o]|`` stays below 2^24 (``float_exact_conv``): every
+    partial sum is then an integer float32 holds exactly, in any order, so the int32 result
+    (``<name>``, cast from the reduction ``<name>_acc``) is the integer one bit for bit. x86
+    multiplies int32 lanes at a quarter of the FMA rate (``vpmulld``)."""
     at = n.attrs
     oc, cg, kh, kw = shape_of(w)
     (sh, sw), (dh, dw) = at.strides, at.dilations
     ocg = oc // at.groups
-    centred = te.compute(shape_of(x), lambda *i: x(*i).astype("int32") - xz().astype("int32"),
-                         name=f"{n.name}_centred")
+    centred = te.compute(shape_of(x), lambda *i: (x(*i).astype("int32") - xz().astype("int32"))
+                         .astype(acc_dtype), name=f"{n.name}_centred")
     xp = padded_input(n.name, centred, at.padding, sw)
     rc = te.reduce_axis((0, cg), name="rc")
     rh = te.reduce_axis((0, kh), name="rh")
@@ -257,4 +264,29 @@ def conv2d_integer(n: NodeInfo, x: te.Tensor, w: te.Tensor, xz: te.Tensor) -> te
         return te.sum(xp[b, ch, oh * sh + rh * dh, q % sw, ow + q // sw] * w[o, rc, rh, rw],
                       axis=[rc, rh, rw])
 
-    return te.compute(n.shape, f, name=n.name)
+    if acc_dtype == "int32":
+        return te.compute(n.shape, f, name=n.name)
+    acc = te.compute(n.shape, f, name=f"{n.name}_acc")
+    return te.compute(n.shape, lambda *i: acc(*i).astype("int32"), name=n.name)
+
+
+FLOAT_EXACT = 1 << 24          # integers up to 2^24 are exact in float32
+
+
+def float_exact_conv(w: np.ndarray, x_dtype: str) -> bool:
+    """Whether ``conv2d_integer`` of 8-bit ``x`` with the centred int32 weight ``w`` may
+    accumulate in float32 exactly: ``|x - xz| <= 255``, so ``|partial sum| <= 255 * sum
+    |w[o]|`` for every output channel ``o``."""
+    if x_dtype not in ("int8", "uint8"):
+        return False
+    per_channel = np.abs(w.astype(np.int64)).reshape(w.shape[0], -1).sum(axis=1)
+    return int(per_channel.max(initial=0)) * 255 < FLOAT_EXACT
+
+
+@compute("table_lookup")
+def table_lookup(n: NodeInfo, x: te.Tensor, table: te.Tensor) -> te.Tensor:
+    """``y = table[x]``, the index being ``x``'s bits (an int8 reinterpreted as uint8): a
+    gather, which the injective template vectorises where the target gathers (x86 with VBMI
+    runs ``kiln.schedules.x86.lookup`` instead: two byte permutes per 64 elements)."""
+    return te.compute(n.shape, lambda *i: table[x(*i).astype("uint8").astype("int32")],
+                      name=n.name)

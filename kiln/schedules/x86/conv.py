@@ -227,7 +227,13 @@ def _finish(sch: s_tir.Schedule, block, pads: list[str], is_output: bool, task, 
         p = sch.get_sblock(pad)
         if cfg.pad_in_task:                     # only the rows this task reads
             sch.compute_at(p, task)
-            _vectorize_inner(sch, p, lanes, MAX_PAD_VECTORS * lanes)
+            # the guarded copy as zeros, then the inside unguarded (as below, in the task)
+            parts = [p]
+            first = sch.get_loops(p)[-2]
+            if sch.can_decompose_padding(p, first):
+                parts.insert(0, sch.decompose_padding(p, first))
+            for part in parts:
+                _vectorize_inner(sch, part, lanes, MAX_PAD_VECTORS * lanes)
             continue
         # every padded row once, rows in parallel. A guarded copy vectorises badly (a scalar
         # load per lane); with one stride phase the guard is a rectangle: fill the zeros, then
