@@ -97,7 +97,9 @@ class SchedulePlan:
     dtype: str                              # of the outputs: sets the vector lanes
     knobs: Any = None                       # the template's knobs (flash, wgmma: (problem, knobs))
     row_rank: int = 0                       # ROW_REDUCTION: leading output axes that are rows
-    packed_weight: np.ndarray | None = None  # GEMM: the [K, N] constant to pack into panels
+    # the constant weight the template lays out itself: GEMM panels of the [K, N] weight, the
+    # int8 conv's [O, C] bytes, an integer conv's float32 copy (summed on the FMA units)
+    packed_weight: np.ndarray | None = None
     pack_at_runtime: bool = False           # GEMM: pack a runtime B per task (N % nr != 0)
     notes: list[str] = field(default_factory=list)
 

@@ -139,3 +139,53 @@ def test_real_models_match_onnxruntime_under_qemu(name: str, runner: Path,
     assert len(got) == len(want)
     for g_, w_ in zip(got, want, strict=True):
         assert g_.shape == w_.shape and relative_error(g_, w_) < 1e-4
+
+
+def test_static_int8_mobilenetv3_under_qemu(runner: Path, tmp_path: Path) -> None:
+    """The QDQ MobileNetV3 of ``quantize_static`` on NEON dotprod: its byte tables as gathers,
+    its integer convs in int32; within one quantisation step of onnxruntime's as-written run
+    of the int8 model on this machine."""
+    ort = pytest.importorskip("onnxruntime")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
+    from fetch import document_image
+    from quantized import quantize_static_qdq
+    name = "ppocr_mobile_v2_cls"
+    path = MODELS / f"{name}.onnx"
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: make test-arm fetches it")
+    _, int8 = quantize_static_qdq(path, name, tmp_path)
+    feeds = {"x": document_image((1, 3, 48, 192), np.random.default_rng(5))}
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    (want,) = ort.InferenceSession(str(int8), opts, providers=["CPUExecutionProvider"]).run(
+        None, feeds)
+    lib = kiln.compile(str(int8), "arm-neon-dotprod")
+    assert "table_lookup" in {n.op.name for n in lib.compilation.optimized.nodes}
+    (got,) = run(runner, lib.export(tmp_path / "int8.so"), [feeds["x"]], tmp_path / "run",
+                 arm_libs=ARM_LIBS)
+    assert np.abs(got - want).max() * 255 <= 1.0001, (got, want)
+
+
+def test_table_lookup_and_kv_cache_under_qemu(runner: Path, tmp_path: Path) -> None:
+    """A byte table over a tail-ragged tensor, and one decode step of a KV cache (the write in
+    place, then attention up to the runtime position), exactly / to float rounding."""
+    rng = np.random.default_rng(3)
+    g = kiln.Graph("lookup_kv")
+    x = g.input("x", (3, 7, 37), "int8")
+    (y,) = g.add("table_lookup", [x, g.constant(rng.integers(0, 256, 256).astype(np.uint8))])
+    cache = g.input("cache", (2, 2, 1, 4, 16, 8), "float32")
+    q, k, v = (g.input(n, (1, 4, 1, 8), "float32") for n in "qkv")
+    pos = g.input("pos", (), "int64")
+    new = ops.kv_cache_write(cache, k, v, pos, layer=1)
+    g.output(y, ops.kv_attention(q, new, pos, layer=1), new)
+    feeds = {"x": rng.integers(-128, 128, (3, 7, 37)).astype(np.int8),
+             "cache": rng.standard_normal((2, 2, 1, 4, 16, 8)).astype(np.float32),
+             **{n: rng.standard_normal((1, 4, 1, 8)).astype(np.float32) for n in "qkv"},
+             "pos": np.array(9, np.int64)}
+    want = kiln.run_reference(g, feeds)
+    lib = kiln.compile(g, "arm-neon")
+    got = run(runner, lib.export(tmp_path / "lookup_kv.so"), [feeds[s.name] for s in lib.inputs],
+              tmp_path / "run", arm_libs=ARM_LIBS)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got[2], want[2])
