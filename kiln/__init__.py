@@ -23,8 +23,7 @@ from kiln.frontend import builder as ops
 from kiln.frontend import nn
 from kiln.ir import DType, Graph, TensorType, Value, run_reference
 from kiln.stages import STAGES, inspect
-
-__version__ = "0.1.0"
+from kiln.version import __version__  # noqa: F401 (kiln.__version__)
 
 __all__ = ["STAGES", "ConstantInputError", "DType", "Graph", "InputError", "InternalError",
            "KilnError", "KnobError", "Library", "ModelError", "TensorType", "Value", "compile",

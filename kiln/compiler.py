@@ -70,7 +70,8 @@ def compile_stages(model: object, target: str | Target = "x86",
 def compile(model: object, target: str | Target = "x86",  # noqa: A001
             input_shapes: Shapes | None = None,
             constants: Mapping[str, np.ndarray] | None = None,
-            tuning_db: str | os.PathLike | None = None) -> Library:
+            tuning_db: str | os.PathLike | None = None,
+            cache: bool | str | os.PathLike = False) -> Library:
     """Compile ``model`` for ``target`` ("x86", "x86-avx2", "x86-avx512", "arm-neon",
     "arm-neon-dotprod", "cuda", "cuda-sm80").
 
@@ -82,10 +83,19 @@ def compile(model: object, target: str | Target = "x86",  # noqa: A001
     (inputs kiln needs while compiling, such as a Resize's scales fed as an input); they
     are no longer inputs of the library. ``tuning_db``: a ``kiln tune`` database whose best
     knobs replace the defaults for the workloads it has measured (others keep them).
+    ``cache``: ``True`` (or a directory) keeps the library in kiln's compile cache and loads
+    it from there the next time the same model is compiled for the same target by the same
+    kiln and TVM (``kiln.cache``); such a library has no ``compilation``.
     """
+    tgt = get_target(target)
+    if cache is not False and tgt.runs_here and not tgt.is_cuda:
+        from kiln.cache import cache_key, compile_cached
+        key = cache_key(model, tgt, input_shapes, constants, tuning_db)
+        return compile_cached(key, cache, lambda: compile(model, tgt, input_shapes, constants,
+                                                          tuning_db))
     if isinstance(model, Mapping):
-        return _compile_entry_points(model, target, tuning_db)
-    c = build(compile_stages(model, target, input_shapes, constants, tuning_db))
+        return _compile_entry_points(model, tgt, tuning_db)
+    c = build(compile_stages(model, tgt, input_shapes, constants, tuning_db))
     return Library(c.executable, compilation=c)
 
 

@@ -21,20 +21,30 @@ from tvm import relax, tirx
 from kiln.codegen.lower import Kernel
 from kiln.ir.dtype import as_dtype, to_storage
 from kiln.ir.graph import Graph, Value
+from kiln.target import Target
+from kiln.version import __version__
 
 META_FUNC = "kiln_meta"
 
 
-def signature(graphs: Mapping[str, Graph]) -> dict:
-    """The library's self-description: each entry point's inputs and outputs; the first
-    one's also at the top level (format 1, which readers of one-function libraries use)."""
+META_FORMAT = 3       # 2: "functions"; 3: "build"
+
+
+def signature(graphs: Mapping[str, Graph], target: Target) -> dict:
+    """The library's self-description: each entry point's inputs and outputs (the first
+    one's also at the top level: format 1, which readers of one-function libraries use), and
+    the build that made it: kiln's and TVM's versions and the target, which ``kiln.load``
+    checks against the machine and the runtime it loads on."""
     def describe(v: Value) -> dict:   # symbolic dims stay names: "seq"
         return {"name": v.name, "shape": list(v.shape), "dtype": v.dtype.value}
 
     funcs = {name: {"inputs": [describe(v) for v in g.inputs],
                     "outputs": [describe(v) for v in g.outputs]} for name, g in graphs.items()}
     first = next(iter(graphs))
-    return {"format": 2, "name": graphs[first].name, **funcs[first], "functions": funcs}
+    build = {"kiln": __version__, "tvm": tvm.__version__, "target": target.name,
+             "mcpu": target.mcpu, "mattr": list(target.mattr), "arch": target.arch}
+    return {"format": META_FORMAT, "name": graphs[first].name, **funcs[first],
+            "functions": funcs, "build": build}
 
 
 class _Types:
@@ -69,15 +79,16 @@ class _Constants:
         return self.made[key]
 
 
-def assemble(functions: Mapping[str, tuple[Graph, list[Kernel]]]) -> tvm.IRModule:
-    """One Relax module with an entry point per ``name: (graph, kernels)`` and ``kiln_meta``.
-    Kernel names must be unique across the functions."""
+def assemble(functions: Mapping[str, tuple[Graph, list[Kernel]]], target: Target
+             ) -> tvm.IRModule:
+    """One Relax module with an entry point per ``name: (graph, kernels)`` and ``kiln_meta``
+    (``signature``). Kernel names must be unique across the functions."""
     bb = relax.BlockBuilder()
     const = _Constants()
     for name, (g, kernels) in functions.items():
         _entry_point(bb, name, g, kernels, const)
-    meta = np.frombuffer(json.dumps(signature({n: g for n, (g, _) in functions.items()}))
-                         .encode(), dtype=np.uint8)
+    meta = np.frombuffer(json.dumps(signature({n: g for n, (g, _) in functions.items()},
+                                              target)).encode(), dtype=np.uint8)
     with bb.function(META_FUNC, []):
         bb.emit_func_output(relax.const(meta))
     return bb.get()

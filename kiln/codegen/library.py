@@ -10,6 +10,7 @@ import shutil
 import statistics
 import struct
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from tvm import relax
 
 from kiln.codegen import cuda
 from kiln.codegen.assemble import META_FUNC, signature
+from kiln.codegen.compat import check_compatible
 from kiln.errors import InputError, KilnError, first_line
 from kiln.ir.dtype import DType, from_storage, to_storage
 from kiln.ir.interpreter import check_inputs
@@ -122,7 +124,7 @@ class Library:
         self.compilation = compilation           # the stages, when compiled in this process
         cuda_lib = compilation.target.is_cuda if compilation is not None else _has_cuda(module)
         self._device = tvm.cuda(0) if cuda_lib else tvm.cpu()
-        self._vm = None
+        self._vms = threading.local()            # one VM per calling thread (_machine)
         self._elsewhere = None                   # why it cannot run here, when it cannot
         if cuda_lib and not cuda.has_gpu():
             self._elsewhere = ("is compiled for CUDA and this machine has no CUDA device: "
@@ -131,10 +133,11 @@ class Library:
             self._elsewhere = (f"is compiled for {compilation.target.name} (aarch64): export it "
                                "(lib.export) and run it there, or under qemu-aarch64")
         if self._elsewhere:                      # compiled here to run elsewhere: export only
-            meta = signature({c.entry: c.graph for c in entry_points or [compilation]})
+            meta = signature({c.entry: c.graph for c in entry_points or [compilation]},
+                             compilation.target)
         else:
-            self._vm = relax.VirtualMachine(module, self._device)
-            meta = json.loads(bytes(self._vm[META_FUNC]().numpy()).decode())
+            meta = json.loads(bytes(self._machine()[META_FUNC]().numpy()).decode())
+        self.meta: dict = meta                   # kiln_meta: signature and build (see assemble)
         self.name: str = meta["name"]
         funcs = meta.get("functions") or {"main": meta}      # format 1: main only
         self.functions = {name: Function(self, name, _specs(f["inputs"]), _specs(f["outputs"]))
@@ -143,9 +146,15 @@ class Library:
         self.inputs, self.outputs = first.inputs, first.outputs
 
     def _machine(self) -> relax.VirtualMachine:
-        if self._vm is None:
+        """This thread's VM. A VM keeps the registers of the call in flight, so calls from
+        several threads at once each run on their own; they share the library's code and
+        its constants (on the CPU a VM takes the executable's weights as they are)."""
+        if self._elsewhere:
             raise KilnError(f"{self.name} {self._elsewhere}")
-        return self._vm
+        vm = getattr(self._vms, "vm", None)
+        if vm is None:
+            vm = self._vms.vm = relax.VirtualMachine(self._module, self._device)
+        return vm
 
     def __repr__(self) -> str:
         return f"Library({'; '.join(map(str, self.functions.values()))})"
@@ -325,6 +334,7 @@ def load(path: str | os.PathLike) -> Library:
         raise
     except Exception as e:   # TVM raises its own error types for bad files
         raise KilnError(f"{path} is not a loadable kiln library: {first_line(e)}") from None
+    check_compatible(lib.meta, str(path))       # before any of its kernels runs
     return lib
 
 

@@ -71,7 +71,7 @@ def lower_graph(g: Graph, target: str | Target = "x86",
         lower_group(grp, tgt, name=prefix + grp.name,
                     knobs=knobs_for(grp) if knobs_for else None, in_place=i in in_place)
         for i, grp in enumerate(fused.groups)])
-    relax_module = clock("Relax module", assemble, {entry: (optimized, kernels)})
+    relax_module = clock("Relax module", assemble, {entry: (optimized, kernels)}, tgt)
     return Compilation(tgt, g, optimized, fused, kernels, relax_module, seconds=clock.seconds,
                        entry=entry)
 
@@ -122,7 +122,7 @@ def build(c: Compilation, *others: Compilation) -> Compilation:
     if others:
         if any(o.target.name != c.target.name for o in others):
             raise InternalError("the entry points of one library must share a target")
-        module = assemble({x.entry: (x.optimized, x.kernels) for x in (c, *others)})
+        module = assemble({x.entry: (x.optimized, x.kernels) for x in (c, *others)}, c.target)
     backend = cuda_pipeline if c.target.is_cuda else cpu_generic
     passes = backend.dataflow_lower_passes(target) + backend.finalize_passes(target)
     if c.target.is_cuda:

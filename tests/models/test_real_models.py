@@ -214,3 +214,18 @@ def test_mobilenetv3_static_int8_runs_in_int8_within_one_step(tmp_path: Path) ->
         assert steps <= 1.0001, (got, want)
         spread = np.abs(ort_default - want).max() / step
         assert np.abs(got - ort_default).max() / step <= spread + 1.0001, (got, ort_default)
+
+
+def test_minilm_cached_recompile_takes_under_a_second(tmp_path: Path) -> None:
+    """The compile cache (``kiln.compile(..., cache=...)``): the second compile of MiniLM-L3
+    (69 MB of weights) hashes the model, checks the stored library's hash and loads it."""
+    import time
+    path = model_path("paraphrase_minilm_l3")
+    first = kiln.compile(path, "x86", cache=tmp_path)
+    t0 = time.perf_counter()
+    again = kiln.compile(path, "x86", cache=tmp_path)
+    took = time.perf_counter() - t0
+    assert again.compilation is None and took < 1.0, f"cached compile took {took:.2f} s"
+    feeds = example_feeds("paraphrase_minilm_l3")
+    for a, b in zip(first(**feeds), again(**feeds), strict=True):
+        np.testing.assert_array_equal(a, b)
