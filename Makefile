@@ -8,7 +8,7 @@ JOBS   ?= 2
 MODELS ?= .cache/models
 ARM_RUNTIME ?= .cache/arm-runtime
 
-.PHONY: demo test test-models test-torch torch-tools test-arm arm-tools test-report report-tools lint bench clean
+.PHONY: demo test fuzz test-models test-torch torch-tools test-arm arm-tools test-report report-tools lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ test: $(STAMP)
 	$(BIN)/python tests/models/fetch.py $(MODELS) paraphrase_minilm_l3 ppocr_mobile_v2_cls silero_vad_16k_sequence
 	$(BIN)/python -m ruff check kiln tests benchmarks examples
 	KILN_MODELS=$(MODELS) $(BIN)/python -m pytest -q -n $(JOBS) --durations=10 -m "not models and not arm and not report and not torch"
+
+# differential fuzzing: N random graphs compiled for x86 against the reference interpreter
+# (make test runs 200); the same N every time, KILN_FUZZ_SEED=<int> draws another sequence
+N ?= 1000
+fuzz: $(STAMP)
+	KILN_FUZZ_EXAMPLES=$(N) $(BIN)/python -m pytest -q -n $(JOBS) \
+		--hypothesis-show-statistics tests/fuzz/test_fuzz.py
 
 # the real pretrained models of tests/models/MANIFEST.json, fetched into $(MODELS) once
 test-models: $(STAMP)

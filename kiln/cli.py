@@ -9,7 +9,9 @@ write an HTML report, bisect a numerics bug, tune.
 
 A model is an ONNX file or a Python file defining ``build() -> kiln.Graph``. A user error (any
 ``KilnError``, a missing or unreadable file, a malformed argument) prints one line,
-``kiln: error: ...``, and exits with status 2; a traceback means a bug in kiln.
+``kiln: error: ...``, and exits with status 2. Any other exception is a bug in kiln: it prints
+one line too, ``kiln: internal error: ...`` with a request to report it, and exits with status
+1 (``KILN_TRACEBACK=1`` shows the traceback instead).
 """
 
 from __future__ import annotations
@@ -31,13 +33,16 @@ import tvm
 import kiln
 from kiln.codegen.library import KernelTime, Library, median_ms
 from kiln.debug import TOLERANCE, bisect
-from kiln.errors import KilnError
+from kiln.errors import KilnError, first_line, shorten
 from kiln.ir.graph import Graph
+from kiln.ir.verify import human_bytes
 from kiln.stages import STAGES, highlight, inspect
 from kiln.target import TARGET_NAMES, get_target
 from kiln.testing import random_inputs
 
 EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
+TRACEBACK_ENV = "KILN_TRACEBACK"
 
 
 class UsageError(KilnError):
@@ -134,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="LIB.so",
                    help="where to write the library")
     _add_tuning_db(p)
+    p.add_argument("--cache", nargs="?", const=True, default=False, metavar="DIR",
+                   help="reuse the library from kiln's compile cache when model, target and "
+                        "versions match, else compile and keep it there (DIR, default: "
+                        "$KILN_CACHE_DIR or ~/.cache/kiln)")
     p.set_defaults(run=_cmd_compile)
 
     p = sub.add_parser("tune", formatter_class=fmt, help="tune the schedule knobs of a model",
@@ -346,12 +355,6 @@ def _file_name(name: str, taken: set[str]) -> str:
     return out + ".npy"
 
 
-def _human_size(n: int) -> str:
-    if n < 1024:
-        return f"{n} B"
-    return f"{n / 1024:.1f} KiB" if n < 1024**2 else f"{n / 1024**2:.1f} MiB"
-
-
 def summarize(name: str, arr: np.ndarray) -> str:
     """One line for an output: its name, dtype, shape and value range."""
     head = f"{name}: {arr.dtype}{list(arr.shape)}"
@@ -379,12 +382,16 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     _probe_writable(out)
     start = time.perf_counter()
-    lib = kiln.compile(model, target, shapes or None, tuning_db=_tuning_db(args))
+    lib = kiln.compile(model, target, shapes or None, tuning_db=_tuning_db(args),
+                       cache=args.cache)
     seconds = time.perf_counter() - start
     lib.export(out)
-    n = len(lib.compilation.kernels)
-    print(f"wrote {out}: {_human_size(out.stat().st_size)}, {n} kernel{'s' * (n != 1)} "
-          f"for {target}, compiled in {seconds:.2f} s")
+    if lib.compilation is None:       # a compile cache hit
+        how = f"from the compile cache in {seconds:.2f} s"
+    else:
+        n = len(lib.compilation.kernels)
+        how = f"{n} kernel{'s' * (n != 1)}, compiled in {seconds:.2f} s"
+    print(f"wrote {out}: {human_bytes(out.stat().st_size)} for {target}, {how}")
     return 0
 
 
@@ -492,7 +499,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
                           _input_shapes(args.input_shape) or None, feeds,
                           _tuning_db(args))
     write_html(report, out)
-    print(f"wrote {out} ({_human_size(out.stat().st_size)}): {len(report.rows)} kernels"
+    print(f"wrote {out} ({human_bytes(out.stat().st_size)}): {len(report.rows)} kernels"
           + (f", model {report.latency_ms:.3f} ms" if report.latency_ms is not None else ""))
     return 0
 
@@ -513,10 +520,11 @@ def _cmd_debug(args: argparse.Namespace) -> int:
 
 
 # -- entry point --------------------------------------------------------------------------------
-def _fail(message: str, status: int = EXIT_USER_ERROR) -> int:
-    # one line, whatever the message: scripts and CI logs read the first line only
-    line = "; ".join(part.strip() for part in message.splitlines() if part.strip())
-    print(f"kiln: error: {line}", file=sys.stderr)
+def _fail(message: str, status: int = EXIT_USER_ERROR, kind: str = "error") -> int:
+    # one line, whatever the message: scripts and CI logs read the first line only; a hostile
+    # model's megabyte-long attribute is cut to a readable length
+    line = shorten("; ".join(part.strip() for part in message.splitlines() if part.strip()))
+    print(f"kiln: {kind}: {line}", file=sys.stderr)
     return status
 
 
@@ -544,3 +552,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(e) or type(e).__name__)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except Exception as e:    # a bug in kiln, not the user's: one line, and how to report it
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        return _fail(f"{type(e).__name__}: {first_line(e)} (a bug in kiln: please report it, "
+                     f"with the traceback that {TRACEBACK_ENV}=1 prints)",
+                     EXIT_INTERNAL_ERROR, "internal error")

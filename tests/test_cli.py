@@ -122,6 +122,25 @@ def test_compile_prints_one_summary_line(compiled: tuple[Path, subprocess.Comple
     assert lib.is_file()
 
 
+def test_compile_cache_reuses_the_library(work: Path) -> None:
+    """--cache DIR: the first compile fills the cache, the second loads the same bytes from it
+    (and says so), and its library runs."""
+    cache = work / "cache"
+    first, second = work / "cached1.so", work / "cached2.so"
+    p1 = cli("compile", work / "model.py", "-o", first, *SHAPE, "--cache", cache)
+    assert p1.returncode == 0, p1.stderr
+    assert "2 kernels" in p1.stdout and "compile cache" not in p1.stdout
+    assert len(list(cache.glob("*.so"))) == 1
+    p2 = cli("compile", work / "model.py", "-o", second, *SHAPE, "--cache", cache)
+    assert p2.returncode == 0, p2.stderr
+    assert re.search(r"from the compile cache in \d+\.\d\d s", p2.stdout), p2.stdout
+    assert first.read_bytes() == second.read_bytes()
+    x = np.load(work / "x.npy")
+    graph = runpy.run_path(str(work / "model.py"))["build"]()
+    (want,) = kiln.run_reference(graph, x=x)
+    np.testing.assert_allclose(kiln.load(second)(x=x)[0], want, rtol=1e-4, atol=1e-7)
+
+
 def test_run_matches_reference(work: Path, library: Path) -> None:
     out_dir = work / "outputs"
     proc = cli("run", library, "--input", f"x={work / 'x.npy'}", "--output-dir", out_dir)

@@ -122,6 +122,7 @@ class Library:
                  entry_points: Sequence[Any] | None = None) -> None:
         self._module = module                    # relax Executable, or a loaded runtime Module
         self.compilation = compilation           # the stages, when compiled in this process
+        self.source: Path | None = None          # the file it was loaded from (kiln.load)
         cuda_lib = compilation.target.is_cuda if compilation is not None else _has_cuda(module)
         self._device = tvm.cuda(0) if cuda_lib else tvm.cpu()
         self._vms = threading.local()            # one VM per calling thread (_machine)
@@ -229,6 +230,15 @@ class Library:
         if path.suffix != ".so":
             raise KilnError(f"export path {str(path)!r} must end in .so")
         path.parent.mkdir(parents=True, exist_ok=True)
+        if self.compilation is None and self.source is not None:
+            # a loaded library is a linked .so already (TVM cannot serialise it again): copy it
+            if path.resolve() != self.source.resolve():
+                try:
+                    shutil.copyfile(self.source, path)
+                except OSError as e:
+                    raise KilnError(f"cannot export {self.source} (where this library was "
+                                    f"loaded from) to {path}: {e.strerror}") from None
+            return path
         target = self.compilation.target if self.compilation is not None else None
         with _quiet_native_stderr():
             if target is not None and target.is_arm:
@@ -330,6 +340,7 @@ def load(path: str | os.PathLike) -> Library:
         with _quiet_native_stderr():
             module = _load_module(path)
             lib = Library(module)
+            lib.source = path
     except KilnError:
         raise
     except Exception as e:   # TVM raises its own error types for bad files

@@ -250,8 +250,9 @@ def _plan_cpu(group: Group, target: Target, tuned: Any) -> SchedulePlan:
             wshape = (wshape[1] * g, wshape[0] // g, *wshape[2:])
         in_float = _float_conv(anchor, target)
         acc = "float32" if in_float else out.dtype.value
-        knobs = tuned or x86.default_conv_knobs(out.static_shape, wshape,
-                                                anchor.attrs.groups, isa, acc)
+        # only the batch may be symbolic (conv2d's shape inference): tiles sized for one image
+        knobs = tuned or x86.default_conv_knobs((_typical_batch(out.shape[0]), *out.shape[1:]),
+                                                wshape, anchor.attrs.groups, isa, acc)
         plan = SchedulePlan(Template.CONV2D, target, dtype, knobs, notes=[
             f"{anchor.op.name} {format_shape(out.shape)} groups={anchor.attrs.groups}: {knobs}"])
         if in_float:
@@ -663,3 +664,7 @@ TYPICAL_DIM = 128
 
 def _typical(d: Dim) -> int:
     return d if isinstance(d, int) else TYPICAL_DIM
+
+
+def _typical_batch(d: Dim) -> int:
+    return d if isinstance(d, int) else 1

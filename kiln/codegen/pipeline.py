@@ -26,6 +26,7 @@ from kiln.errors import InternalError
 from kiln.ir.graph import Graph
 from kiln.ir.passes import FusedGraph, fuse_groups, optimize
 from kiln.ir.passes.fuse import Group, cpu_attention
+from kiln.schedules.compute.inline_size import pointwise_size
 from kiln.target import Target, get_target
 
 
@@ -62,7 +63,8 @@ def lower_graph(g: Graph, target: str | Target = "x86",
     clock = Clock()
     optimized = clock("graph passes", optimize, g)
     fused = clock("fusion", fuse_groups, optimized,
-                  attention=cuda_attention if tgt.is_cuda else cpu_attention)
+                  attention=cuda_attention if tgt.is_cuda else cpu_attention,
+                  inline_size=pointwise_size)
     if tgt.is_cuda:
         check_cuda_support(fused.groups)
     prefix = "" if entry == "main" else f"{entry}_"

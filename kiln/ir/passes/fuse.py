@@ -14,6 +14,11 @@ Rules, applied greedily in topological order:
   float32 scores of ``ATTENTION_SCORES_BYTES`` or more): its kernel keeps a block of score rows,
   never the T x S matrix. Static shapes.
 - Nothing joins a group it is also reachable from through another group (that would be a cycle).
+- A pointwise node joins a group (as an epilogue or a chain) only while the group's inlined
+  expression stays under ``MAX_INLINE_SIZE`` nodes (given ``inline_size``, each op's own size and
+  how many times it reads each input): a transcendental op reads its input tens to thousands
+  of times, so a chain of them grows as the product (``gelu(erf(asinh(x)))`` is 200 million
+  nodes); past the limit the node starts a group of its own, reading the value from memory.
 Run after constant folding and dead-code elimination: constants are group inputs, never nodes.
 """
 
@@ -36,6 +41,12 @@ _CHAIN = (Pattern.ELEMENTWISE, Pattern.BROADCAST, Pattern.INJECTIVE)
 # (ragged ones included) and take symbolic dims.
 ATTENTION_SCORES_BYTES = 32 << 20
 _POINTWISE = (Pattern.ELEMENTWISE, Pattern.BROADCAST)
+# The largest inlined expression a group may build, in TIR nodes: ``erf(exp(x))`` (52,000) takes
+# 1.6 s to compile, ``sin(exp(x))`` (240,000) 18 s.
+MAX_INLINE_SIZE = 60_000
+
+InlineSize = Callable[[Node], tuple[int, tuple[int, ...]]]
+"""A node's expression size with its inputs as leaves, and its reads of each input."""
 
 
 @dataclass
@@ -111,9 +122,12 @@ def cpu_attention(chain: list[Node]) -> bool:
 
 
 class _Partition:
-    def __init__(self, g: Graph, attention: AttentionRule | None = cpu_attention) -> None:
+    def __init__(self, g: Graph, attention: AttentionRule | None = cpu_attention,
+                 inline_size: InlineSize | None = None) -> None:
         self.g = g
         self.attention = attention
+        self.inline_size = inline_size
+        self.expr_size: dict[int, int] = {}           # node id -> its inlined expression's size
         self.uses = g.consumers()
         self.graph_outputs = {id(v) for v in g.outputs}
         self.group_of: dict[int, list[Node]] = {}     # node id -> its group's node list
@@ -144,10 +158,26 @@ class _Partition:
                 stack.extend(q.inputs)
         return False
 
+    def inlined_size(self, n: Node, inside: dict[int, int]) -> int:
+        """The size of ``n``'s expression with the producers in ``inside`` (node id -> their
+        own inlined size) inlined into it; 1 without ``inline_size``."""
+        if self.inline_size is None:
+            return 1
+        size, reads = self.inline_size(n)
+        for v, r in zip(n.inputs, reads, strict=False):
+            if v.producer is not None and not v.is_constant and id(v.producer) in inside:
+                size += r * (inside[id(v.producer)] - 1)
+        return size
+
+    def member_sizes(self, members: list[Node]) -> dict[int, int]:
+        return {id(m): self.expr_size.get(id(m), 1) for m in members}
+
     def can_join(self, n: Node, via: Value, members: list[Node]) -> bool:
         """May ``n`` join the anchor-less group ``members`` through its input ``via``?"""
         if self.anchor[id(members)] is not None or n.op.pattern not in _CHAIN:
             return False                  # anchored groups take only their claimed epilogue
+        if self.inlined_size(n, self.member_sizes(members)) > MAX_INLINE_SIZE:
+            return False
         member_ids = {id(m) for m in members}
         others = [v for v in n.inputs if v is not via and not v.is_constant
                   and (v.producer is None or id(v.producer) not in member_ids)]
@@ -182,6 +212,8 @@ class _Partition:
                     self.claim_epilogue(n, target)
             target.append(n)
             self.group_of[id(n)] = target
+            self.expr_size[id(n)] = (1 if n is self.anchor.get(id(target))
+                                     else self.inlined_size(n, self.member_sizes(target)))
         return _sort_groups([m for m in order if m])
 
     def attention_chain(self, mm: Node) -> list[Node] | None:
@@ -231,13 +263,18 @@ class _Partition:
                     stack.append(c.outputs[0])
         region: list[Node] = []
         inside = {id(out)}
+        sizes = {id(anchor): 1}           # the epilogue reads the anchor's result as a leaf
         for c in sorted(reached.values(), key=lambda c: self.position[id(c)]):
             if not any(id(v) in inside for v in c.inputs):
                 continue
             others = [v for v in c.inputs if id(v) not in inside and not v.is_constant]
             if any(self.reaches(v, [anchor, *region]) for v in others):
                 continue                  # it also needs something computed from the group
+            size = self.inlined_size(c, sizes)
+            if size > MAX_INLINE_SIZE:
+                continue                  # its expression would explode: a kernel of its own
             region.append(c)
+            sizes[id(c)] = size
             inside.add(id(c.outputs[0]))
         for k in range(len(region), 0, -1):
             part = region[:k]
@@ -299,11 +336,14 @@ def _op_names(nodes: list[Node], anchor: Node | None, limit: int = 4) -> str:
     return "_".join(out[:limit])
 
 
-def fuse_groups(g: Graph, attention: AttentionRule | None = cpu_attention) -> FusedGraph:
+def fuse_groups(g: Graph, attention: AttentionRule | None = cpu_attention,
+                inline_size: InlineSize | None = None) -> FusedGraph:
     """Partition ``g`` into fused groups (see the module docstring for the rules).
     ``attention`` says which attention chains (matmul, pointwise..., softmax, matmul) the
-    target's attention template takes; with None, attention stays three groups."""
-    part = _Partition(g, attention)
+    target's attention template takes; with None, attention stays three groups.
+    ``inline_size`` sizes each node's expression (``kiln.schedules.compute.inline_size``); with
+    None, pointwise chains grow without limit."""
+    part = _Partition(g, attention, inline_size)
     groups: list[Group] = []
     used: set[str] = set()
     uses = part.uses

@@ -11,7 +11,7 @@ from typing import Any
 from tvm import te, tirx
 
 from kiln.ir.types import normalize_axis
-from kiln.schedules.compute.registry import NodeInfo, compute, const
+from kiln.schedules.compute.registry import NodeInfo, compute, const, extent_as
 
 
 @compute("rms_norm")
@@ -25,7 +25,7 @@ def rms_norm(n: NodeInfo, x: te.Tensor, gamma: te.Tensor) -> te.Tensor:
     for d in inner:
         count = count * d
     dt = n.dtype
-    mean_div = const(count, dt) if isinstance(count, int) else count.astype(dt)
+    mean_div = extent_as(count, dt)
     ks = [te.reduce_axis((0, d), name=f"k{j}") for j, d in enumerate(inner)]
 
     def square(*i: Any) -> tirx.PrimExpr:

@@ -10,7 +10,13 @@ from tvm import te, tirx
 from kiln.ir.ops.reduce import reduce_axes
 from kiln.ir.types import normalize_axis
 from kiln.schedules.compute import fastmath
-from kiln.schedules.compute.registry import NodeInfo, compute, const, shape_of
+from kiln.schedules.compute.registry import (
+    NodeInfo,
+    compute,
+    const,
+    extent_as,
+    shape_of,
+)
 
 
 def _reduce(n: NodeInfo, x: te.Tensor, reducer: Any, name: str,
@@ -78,12 +84,7 @@ def reduce_mean(n: NodeInfo, x: te.Tensor) -> te.Tensor:
     for a in reduce_axes(n.attrs, len(shape)):
         count *= shape[a]
     total = _reduce(n, x, te.sum, f"{n.name}_sum")
-    return te.compute(n.shape, lambda *i: total(*i) / _extent_as(count, n.dtype), name=n.name)
-
-
-def _extent_as(v: Any, dtype: str) -> Any:
-    """An extent (an int, or an expression of symbolic dims) as a value of ``dtype``."""
-    return const(v, dtype) if isinstance(v, int) else v.astype(dtype)
+    return te.compute(n.shape, lambda *i: total(*i) / extent_as(count, n.dtype), name=n.name)
 
 
 @compute("reduce_log_sum_exp")
@@ -166,7 +167,7 @@ def _arg_reduce(n: NodeInfo, x: te.Tensor, extreme: Any) -> te.Tensor:
     last = n.attrs.select_last_index
     # the search runs on int32 indices (the loop's own type: no widening per element, and
     # twice the lanes of int64); only the result is widened
-    miss = const(-1, "int32") if last else _extent_as(dim, "int32")
+    miss = const(-1, "int32") if last else extent_as(dim, "int32")
     pick = te.max if last else te.min
 
     def first_hit(*i: Any) -> Any:
@@ -194,7 +195,7 @@ def layer_norm(n: NodeInfo, x: te.Tensor, gamma: te.Tensor, beta: te.Tensor) -> 
     shape = n.shape
     axis = normalize_axis(n.attrs.axis, len(shape))
     rows, inner = shape[:axis], shape[axis:]
-    count = 1
+    count: Any = 1                  # a PrimExpr when the row has a symbolic dim
     for d in inner:
         count *= d
     dt = n.dtype
@@ -204,10 +205,10 @@ def layer_norm(n: NodeInfo, x: te.Tensor, gamma: te.Tensor, beta: te.Tensor) -> 
         return te.compute(rows, lambda *i: te.sum(fn(*i, *ks), axis=ks), name=name)
 
     total = reduce_over_row(x, f"{n.name}_sum")
-    mean = te.compute(rows, lambda *i: total(*i) / const(count, dt), name=f"{n.name}_mean")
+    mean = te.compute(rows, lambda *i: total(*i) / extent_as(count, dt), name=f"{n.name}_mean")
     sq = reduce_over_row(lambda *i: (x(*i) - mean(*i[:axis])) * (x(*i) - mean(*i[:axis])),
                          f"{n.name}_sqsum")
-    rstd = te.compute(rows, lambda *i: const(1, dt) / tirx.sqrt(sq(*i) / const(count, dt)
+    rstd = te.compute(rows, lambda *i: const(1, dt) / tirx.sqrt(sq(*i) / extent_as(count, dt)
                                                                  + const(n.attrs.epsilon, dt)),
                       name=f"{n.name}_rstd")
     return te.compute(shape, lambda *i: (x(*i) - mean(*i[:axis])) * rstd(*i[:axis])

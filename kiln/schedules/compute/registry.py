@@ -79,3 +79,8 @@ def broadcast_index(t: te.Tensor, out_shape: Sequence[Extent],
 
 def const(value: float | int | bool, dtype: str) -> tirx.PrimExpr:
     return tirx.const(value, dtype)
+
+
+def extent_as(v: Any, dtype: str) -> tirx.PrimExpr:
+    """An extent (an int, or an expression of symbolic dims) as a value of ``dtype``."""
+    return const(v, dtype) if isinstance(v, int) else v.astype(dtype)

@@ -59,6 +59,7 @@ from kiln.schedules.x86.common import (
     extent,
     inline_pointwise,
     output_blocks,
+    total_extent,
 )
 from kiln.target import Isa
 
@@ -228,9 +229,13 @@ def _finish(sch: s_tir.Schedule, block, pads: list[str], is_output: bool, task, 
         if cfg.pad_in_task:                     # only the rows this task reads
             sch.compute_at(p, task)
             # the guarded copy as zeros, then the inside unguarded (as below, in the task)
+            # (at a loop inside the task's: at the task loop itself, which happens when the
+            # row loops have extent 1, TVM's decompose_padding loses the conv block)
             parts = [p]
-            first = sch.get_loops(p)[-2]
-            if sch.can_decompose_padding(p, first):
+            loops = sch.get_loops(p)
+            inside = [i for i, lp in enumerate(loops) if sch.get(lp).same_as(sch.get(task))]
+            first = loops[-2]
+            if len(loops) - 2 > inside[0] and sch.can_decompose_padding(p, first):
                 parts.insert(0, sch.decompose_padding(p, first))
             for part in parts:
                 _vectorize_inner(sch, part, lanes, MAX_PAD_VECTORS * lanes)
@@ -243,7 +248,8 @@ def _finish(sch: s_tir.Schedule, block, pads: list[str], is_output: bool, task, 
             parts.insert(0, sch.decompose_padding(p, sch.get_loops(p)[0]))
         for part in parts:
             n, c, row = sch.get_loops(part)[:3]
-            if extent(sch, n) * extent(sch, c) * extent(sch, row) * lanes >= MIN_PARALLEL_ELEMS:
+            rows = total_extent(sch, [n, c, row])     # None: a symbolic batch, taken as many
+            if rows is None or rows * lanes >= MIN_PARALLEL_ELEMS:
                 sch.parallel(sch.fuse(n, c, row))
             _vectorize_inner(sch, part, lanes, MAX_PAD_VECTORS * lanes)
     sch.decompose_reduction(block, init_at)

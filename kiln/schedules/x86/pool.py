@@ -30,6 +30,8 @@ from kiln.schedules.x86.common import (
     extent,
     inline_pointwise,
     output_blocks,
+    runs_more_than,
+    total_extent,
 )
 from kiln.schedules.x86.conv import vector_width
 
@@ -50,16 +52,14 @@ def schedule_pool(sch: s_tir.Schedule, pool: str, lanes: int) -> None:
     loops = sch.get_loops(block)
     k = (len(loops) - 2) // 2
     spatial, window = loops[:2 + k], loops[2 + k:]
-    total = 1
-    for lp in spatial:
-        total *= extent(sch, lp)
+    total = total_extent(sch, spatial)         # None: a symbolic dim, taken as large
     width = extent(sch, spatial[-1])
-    owl = lanes if width >= lanes else vector_width(width, lanes)
+    owl = lanes if width is None or width >= lanes else vector_width(width, lanes)
     owo, owi = sch.split(spatial[-1], [None, owl])
     sch.reorder(*spatial[:-1], owo, *window, owi)
     pads = _pad_in_task(sch, pad, spatial[:-1]) if pad is not None else []
     rows = sch.fuse(*spatial[:-1])
-    if total >= MIN_PARALLEL_ELEMS and extent(sch, rows) > 1:
+    if (total is None or total >= MIN_PARALLEL_ELEMS) and runs_more_than(sch, rows, 1):
         sch.parallel(rows)
     if window and extent(sch, window[-1]) <= MAX_UNROLL_TAPS:
         sch.unroll(window[-1])
@@ -73,13 +73,13 @@ def schedule_pool(sch: s_tir.Schedule, pool: str, lanes: int) -> None:
         (out,) = output_blocks(sch)
     sch.reverse_compute_at(out, owo)
     inner = sch.get_loops(out)[-1]
-    if owl > 1 and extent(sch, inner) > 1:
+    if owl > 1 and runs_more_than(sch, inner, 1):
         sch.vectorize(inner)
     if window:
         sch.decompose_reduction(block, window[0])
     for part in pads:
         own = sch.get_loops(part)[1:]          # below the task's (fused) row loop
-        if own and extent(sch, own[-1]) >= lanes:
+        if own and runs_more_than(sch, own[-1], lanes - 1):
             j = own[-1]
             _, ji = sch.split(j, [None, lanes])
             sch.vectorize(ji)
