@@ -77,10 +77,13 @@ class Target:
         if self.is_arm:
             return {"kind": "llvm", "mtriple": ARM_TRIPLE, "mcpu": self.mcpu,
                     "mattr": list(self.mattr)}
-        # LLVM's tuning for AVX-512 CPUs ("prefer-256-bit") splits 512-bit vectors outside
-        # GEMMs into ymm halves. Turning it off made exp over 4096x1024 1.5x faster on one
-        # core, but LLVM then miscompiles a vectorised gather with a select (onnx's
-        # test_rotary_embedding_3d_input: wrong lanes), so kiln keeps LLVM's default.
+        # LLVM's tuning for Intel's AVX-512 CPUs ("prefer-256-bit") splits 512-bit vectors
+        # outside GEMMs into ymm halves. Turning it off made exp over 4096x1024 1.5x faster on
+        # one core, but LLVM then miscompiles a loop it vectorises itself into 512-bit gathers
+        # with a select (onnx's test_rotary_embedding_3d_input: wrong lanes, NaNs). AMD's
+        # znver4 tuning leaves it off, so kiln turns it on for every AVX-512 CPU.
+        if self.isa is Isa.AVX512:
+            return {"kind": "llvm", "mcpu": self.mcpu, "mattr": [PREFER_256_BIT]}
         return {"kind": "llvm", "mcpu": self.mcpu}
 
     def tvm(self) -> Any:
@@ -127,6 +130,7 @@ FIXED_TARGETS = {
                                mattr=("+neon", "+dotprod")),
 }
 ARM_TRIPLE = "aarch64-linux-gnu"
+PREFER_256_BIT = "+prefer-256-bit"   # see Target.tvm_target
 ARM_CC = "aarch64-linux-gnu-gcc"     # Debian's gcc-aarch64-linux-gnu links arm libraries
 TARGET_NAMES = ("x86", *FIXED_TARGETS)
 
